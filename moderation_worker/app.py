@@ -1,0 +1,145 @@
+"""Wiring: settings in, a ready worker (or a one-off checker) out. The only place clients are built."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import structlog
+from kafka import KafkaConsumer, KafkaProducer
+
+from moderation_worker.cache import BoundedLRUCache
+from moderation_worker.config import Settings
+from moderation_worker.fetch import S3Fetcher, make_s3_client
+from moderation_worker.health import HealthServer, HealthState, WorkerMetrics
+from moderation_worker.model.base import Scorer
+from moderation_worker.pipeline import ImageLimits, Pipeline
+from moderation_worker.policies import PolicyPack, load_policy_pack
+from moderation_worker.publish import OutcomePublisher, Topics
+from moderation_worker.retry import PartitionBackoff
+from moderation_worker.worker import StopConditions, Worker
+
+log = structlog.get_logger(__name__)
+
+
+def load_scorer(settings: Settings, *, metrics: WorkerMetrics | None = None) -> Scorer:
+    """The configured model, loaded through the Auto classes. Never swapped for another silently."""
+    from moderation_worker.model.hf import HFScorer, make_feature_cache  # torch and transformers load here
+
+    started = time.perf_counter()
+    feature_cache = make_feature_cache(settings.feature_cache_bytes)
+    scorer = HFScorer.from_pretrained(
+        settings.model_id,
+        revision=settings.model_revision,
+        device=settings.device,
+        dtype=settings.dtype,
+        feature_cache=feature_cache,
+        max_pairs_per_pass=settings.score_batch_pairs,
+        local_files_only=settings.model_local_files_only,
+    )
+    elapsed = time.perf_counter() - started
+    if metrics is not None:
+        metrics.set_model_load_seconds(elapsed)
+    log.info("model_loaded", **vars(scorer.info), seconds=round(elapsed, 2))
+    return scorer
+
+
+def build_pipeline(settings: Settings, *, scorer: Scorer, pack: PolicyPack) -> Pipeline:
+    return Pipeline(
+        fetcher=S3Fetcher(client=make_s3_client(settings), max_bytes=settings.max_image_bytes),
+        scorer=scorer,
+        pack=pack,
+        limits=ImageLimits(
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_image_pixels,
+            max_edge=settings.max_image_edge,
+            allowed_formats=settings.allowed_formats,
+        ),
+        worker_id=settings.worker_id,
+        verdict_cache=BoundedLRUCache(settings.verdict_cache_entries),
+        fetch_concurrency=settings.fetch_concurrency,
+    )
+
+
+def make_consumer(settings: Settings) -> KafkaConsumer:
+    return KafkaConsumer(
+        **settings.kafka_common(),
+        group_id=settings.group_id,
+        enable_auto_commit=False,  # offsets are committed only after outcomes are acknowledged
+        auto_offset_reset="earliest",  # a new group must not skip events published before it joined
+        max_poll_records=settings.batch_size,
+        max_poll_interval_ms=settings.max_poll_interval_ms,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=settings.heartbeat_interval_ms,
+    )
+
+
+def make_producer(settings: Settings) -> KafkaProducer:
+    return KafkaProducer(
+        **settings.kafka_common(),
+        acks="all" if settings.producer_acks == "all" else 1,
+        enable_idempotence=settings.producer_acks == "all",  # no duplicates or reordering on retry
+        compression_type=None if settings.producer_compression == "none" else settings.producer_compression,
+        linger_ms=5,
+        delivery_timeout_ms=int(settings.delivery_timeout_s * 1000),
+    )
+
+
+@dataclass
+class Runtime:
+    """A built worker and what must be stopped with it."""
+
+    worker: Worker
+    producer: KafkaProducer
+    health_server: HealthServer | None
+    metrics: WorkerMetrics
+    health: HealthState
+
+    def run(self):
+        if self.health_server is not None:
+            self.health_server.start()
+        try:
+            return self.worker.run()
+        finally:
+            try:
+                self.producer.flush(timeout=10)
+            finally:
+                self.producer.close(timeout=10)
+                if self.health_server is not None:
+                    self.health_server.stop()
+
+
+def build_runtime(settings: Settings, *, scorer: Scorer | None = None, stop: StopConditions | None = None) -> Runtime:
+    """Everything `moderation-worker run` needs. Fails fast on a bad pack or model, before joining."""
+    metrics = WorkerMetrics()
+    health = HealthState(stall_after_s=settings.max_poll_interval_ms / 1000)
+    health_server = (
+        HealthServer(health, metrics, host=settings.health_host, port=settings.health_port)
+        if settings.health_port is not None
+        else None
+    )
+    pack = load_policy_pack(settings.policy_pack)
+    if scorer is None:
+        scorer = load_scorer(settings, metrics=metrics)
+    health.set_model_loaded(True)
+    pipeline = build_pipeline(settings, scorer=scorer, pack=pack)
+    producer = make_producer(settings)
+    publisher = OutcomePublisher(
+        producer=producer,
+        topics=Topics(results=settings.results_topic, review=settings.review_topic, dead_letter=settings.dlq_topic),
+        worker_id=settings.worker_id,
+        delivery_timeout_s=settings.delivery_timeout_s,
+    )
+    worker = Worker(
+        consumer=make_consumer(settings),
+        publisher=publisher,
+        pipeline=pipeline,
+        input_topic=settings.input_topic,
+        batch_size=settings.batch_size,
+        poll_timeout_ms=settings.poll_timeout_ms,
+        backoff=PartitionBackoff(initial_s=settings.retry_initial_backoff_s, max_s=settings.retry_max_backoff_s),
+        metrics=metrics,
+        health=health,
+        stop=stop or StopConditions(max_events=settings.max_events, idle_timeout_s=settings.idle_timeout_s),
+    )
+    return Runtime(worker=worker, producer=producer, health_server=health_server, metrics=metrics, health=health)

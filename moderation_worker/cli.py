@@ -1,0 +1,169 @@
+"""The ``moderation-worker`` console script.
+
+Every setting is a ``MODERATION_*`` environment variable and, equally, a flag of the same name
+(``--kafka-bootstrap-servers``); a flag wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from moderation_worker.config import Settings
+from moderation_worker.errors import ConfigurationError
+from moderation_worker.logging_setup import configure_logging
+
+_NONE_WORDS = {"none", "null"}
+
+
+def _settings_parent() -> argparse.ArgumentParser:
+    """A parent parser with one flag per Settings field, so flags and env vars never drift apart."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("settings (each also MODERATION_<NAME> in the environment)")
+    for name, field in Settings.model_fields.items():
+        group.add_argument(
+            "--" + name.replace("_", "-"),
+            dest="setting__" + name,
+            default=argparse.SUPPRESS,
+            metavar=name.upper(),
+            help=field.description,
+        )
+    return parent
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    for key, value in vars(args).items():
+        if key.startswith("setting__"):
+            overrides[key.removeprefix("setting__")] = None if value.lower() in _NONE_WORDS else value
+    return Settings(**overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parent = _settings_parent()
+    parser = argparse.ArgumentParser(prog="moderation-worker", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", parents=[parent], help="consume, moderate and publish until stopped")
+    run.add_argument(
+        "--scorer",
+        choices=["model", "fake"],
+        default="model",
+        help="'fake' scores by a stable hash instead of a model: dry runs and overhead tests; "
+        "its verdicts say model id 'fake-scorer'",
+    )
+
+    check = commands.add_parser("check", parents=[parent], help="moderate one local file or s3:// URL")
+    check.add_argument("image", help="a local path or s3://bucket/key")
+    check.add_argument("--policies", help="comma-separated policy ids (default: the whole pack)")
+
+    policies = commands.add_parser("policies", help="policy pack tools")
+    policy_commands = policies.add_subparsers(dest="policies_command", required=True)
+    validate = policy_commands.add_parser("validate", help="validate packs; exit 1 if any is invalid")
+    validate.add_argument("paths", nargs="*", help="pack files (default: the configured pack)")
+
+    demo = commands.add_parser("demo", parents=[parent], help="the whole job on an embedded local stack")
+    demo.add_argument("--keep-data", action="store_true", help="keep the stack's data folder")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args) if args.command != "policies" else Settings()
+    except ValidationError as exc:
+        print(f"error: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        if args.command == "run":
+            return _run(settings, fake=args.scorer == "fake")
+        if args.command == "check":
+            return _check(settings, args.image, args.policies)
+        if args.command == "policies":
+            return _validate_policies(args.paths or [str(settings.policy_pack)])
+        if args.command == "demo":
+            from moderation_worker.demo import run_demo
+
+            return run_demo(settings, keep_data=args.keep_data)
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    raise AssertionError(args.command)
+
+
+def _run(settings: Settings, *, fake: bool) -> int:
+    from moderation_worker.app import build_runtime
+    from moderation_worker.model.fake import FakeScorer
+
+    runtime = build_runtime(settings, scorer=FakeScorer() if fake else None)
+    summary = runtime.run()
+    print(json.dumps({"results": summary.results, "dead_letters": summary.dead_letters, "retries": summary.retries}))
+    return 0
+
+
+def _check(settings: Settings, image: str, policies: str | None) -> int:
+    from moderation_worker.app import load_scorer
+    from moderation_worker.cache import BoundedLRUCache
+    from moderation_worker.fetch import LocalFileFetcher, S3Fetcher, make_s3_client
+    from moderation_worker.pipeline import ImageLimits, InboundRecord, OutcomeKind, Pipeline
+    from moderation_worker.policies import load_policy_pack
+
+    pack = load_policy_pack(settings.policy_pack)
+    s3 = S3Fetcher(client=make_s3_client(settings), max_bytes=settings.max_image_bytes)
+    pipeline = Pipeline(
+        fetcher=LocalFileFetcher(max_bytes=settings.max_image_bytes, s3=s3),
+        scorer=load_scorer(settings),
+        pack=pack,
+        limits=ImageLimits(
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_image_pixels,
+            max_edge=settings.max_image_edge,
+            allowed_formats=settings.allowed_formats,
+        ),
+        worker_id=settings.worker_id,
+        verdict_cache=BoundedLRUCache(0),
+        fetch_concurrency=1,
+    )
+    event = {"event_id": f"check-{uuid.uuid4()}", "image_url": image}
+    if policies:
+        event["policies"] = [p.strip() for p in policies.split(",") if p.strip()]
+    record = InboundRecord(topic="cli", partition=0, offset=0, key=None, value=json.dumps(event).encode())
+    try:
+        (outcome,) = pipeline.process([record])
+    finally:
+        pipeline.close()
+    if outcome.kind is OutcomeKind.RESULT:
+        assert outcome.result is not None
+        print(outcome.result.model_dump_json(indent=2))
+        return 0
+    print(json.dumps({"event_id": event["event_id"], "outcome": outcome.kind.value, "code": outcome.error_code,
+                      "message": str(outcome.error)}, indent=2))
+    return 1
+
+
+def _validate_policies(paths: list[str]) -> int:
+    from moderation_worker.policies import load_policy_pack
+
+    failed = 0
+    for path in paths:
+        try:
+            pack = load_policy_pack(path)
+        except ConfigurationError as exc:
+            print(f"INVALID {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"ok {path}: pack {pack.name!r} v{pack.version}, {len(pack.policies)} policies, {pack.content_hash}")
+        for policy in pack.policies:
+            print(f"   {policy.id:<24} v{policy.version} {policy.action.value:<6} {policy.severity:<8} "
+                  f"threshold {policy.threshold}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

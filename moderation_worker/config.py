@@ -1,0 +1,118 @@
+"""One frozen settings object, read from ``MODERATION_*`` environment variables and overridable by flags.
+
+Every field here is documented in the README's configuration table. Secrets are ``SecretStr`` so
+they never reach a log line or a repr.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "MODERATION_"
+DEFAULT_POLICY_PACK = Path("policies/default.yaml")
+DEFAULT_MODEL_ID = "zai-org/GLM-4.6V-Flash"
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", protected_namespaces=()
+    )
+
+    # --- Kafka -----------------------------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = Field(None, description="CA bundle for SSL / SASL_SSL.")
+    group_id: str = Field("moderation-worker", description="Consumer group all workers join.")
+    input_topic: str = "moderation.requests"
+    results_topic: str = "moderation.results"
+    review_topic: str = "moderation.review"
+    dlq_topic: str = "moderation.dlq"
+    batch_size: int = Field(16, ge=1, le=10_000, description="Records polled and processed as one batch.")
+    poll_timeout_ms: int = Field(500, ge=1)
+    max_poll_interval_ms: int = Field(
+        300_000, ge=1000, description="Kafka evicts a worker that does not poll within this."
+    )
+    session_timeout_ms: int = Field(45_000, ge=1000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    producer_acks: Literal["all", "1"] = Field("all", description="'all' for no loss on broker failover.")
+    producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    delivery_timeout_s: float = Field(60.0, gt=0, description="Longest wait for the broker to ack a batch.")
+
+    # --- S3 --------------------------------------------------------------------------------------
+    s3_endpoint_url: str | None = Field(None, description="MinIO / SeaweedFS URL; unset for AWS.")
+    s3_region: str = "us-east-1"
+    s3_access_key_id: SecretStr | None = Field(None, description="Unset: the standard AWS chain.")
+    s3_secret_access_key: SecretStr | None = None
+    s3_connect_timeout_s: float = Field(5.0, gt=0)
+    s3_read_timeout_s: float = Field(30.0, gt=0)
+    s3_max_attempts: int = Field(3, ge=1, description="botocore attempts per request (adaptive mode).")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "path"
+    fetch_concurrency: int = Field(8, ge=1, le=256, description="Concurrent S3 fetches per batch.")
+
+    # --- Images ----------------------------------------------------------------------------------
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Larger objects: object_too_large.")
+    max_image_pixels: int = Field(50_000_000, ge=1, description="Larger: decompression_bomb.")
+    max_image_edge: int = Field(1024, ge=16, description="Longest edge after resize.")
+    allowed_formats: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
+
+    # --- Model and policies ----------------------------------------------------------------------
+    model_id: str = Field(DEFAULT_MODEL_ID, description="Hugging Face id or local path.")
+    model_revision: str | None = None
+    model_local_files_only: bool = Field(False, description="Never reach the Hugging Face Hub (air-gapped).")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    score_batch_pairs: int = Field(64, ge=1, description="Most (image, policy) pairs per forward pass.")
+    policy_pack: Path = DEFAULT_POLICY_PACK
+
+    # --- Caches ----------------------------------------------------------------------------------
+    feature_cache_bytes: int = Field(512 * 1024 * 1024, ge=0, description="0 disables it.")
+    verdict_cache_entries: int = Field(100_000, ge=0, description="0 disables it.")
+
+    # --- Retries of transient failures -----------------------------------------------------------
+    retry_initial_backoff_s: float = Field(0.5, gt=0)
+    retry_max_backoff_s: float = Field(30.0, gt=0)
+
+    # --- Process ---------------------------------------------------------------------------------
+    worker_id: str = Field(default_factory=_default_worker_id)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    max_events: int | None = Field(None, ge=1, description="Stop after this many events (backfills).")
+    idle_timeout_s: float | None = Field(None, gt=0, description="Stop after this long with no records.")
+    health_port: int | None = Field(8080, ge=0, le=65535, description="Health and metrics; None: off.")
+    health_host: str = "0.0.0.0"
+
+    @field_validator("allowed_formats", mode="before")
+    @classmethod
+    def _split_formats(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part.strip().upper() for part in value.split(",") if part.strip())
+        return value
+
+    def kafka_common(self) -> dict[str, object]:
+        """Connection settings shared by the consumer, the producer and the admin client."""
+        common: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap_servers.split(","),
+            "security_protocol": self.kafka_security_protocol,
+            "client_id": f"moderation-worker-{self.worker_id}",
+        }
+        if self.kafka_sasl_mechanism:
+            common["sasl_mechanism"] = self.kafka_sasl_mechanism
+            common["sasl_plain_username"] = self.kafka_sasl_username
+            if self.kafka_sasl_password is not None:
+                common["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        if self.kafka_ssl_cafile:
+            common["ssl_cafile"] = self.kafka_ssl_cafile
+        return common

@@ -1,0 +1,171 @@
+"""The event contract: what comes in, what goes out. Documented with examples in the README.
+
+- ``ModerationRequest``: one uploaded image to moderate (input topic).
+- ``ModerationResult``: the verdict for one request (results topic, and review topic when flagged).
+- Dead letters keep the original record untouched; see ``moderation_worker.publish``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from moderation_worker.errors import ErrorCode, PermanentError
+
+REQUEST_SCHEMA_VERSION = 1
+RESULT_SCHEMA_VERSION = 1
+
+
+class Decision(StrEnum):
+    ALLOW = "allow"
+    REVIEW = "review"
+    BLOCK = "block"
+
+
+class Action(StrEnum):
+    REVIEW = "review"
+    BLOCK = "block"
+
+
+class ModerationRequest(BaseModel):
+    """An upload service's request to moderate one image. Unknown fields are tolerated (ignored)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+
+    event_id: str = Field(min_length=1, max_length=256, description="Unique; the idempotency key.")
+    image_url: str = Field(min_length=1, max_length=2048, description="s3://bucket/key")
+    content_id: str | None = Field(None, max_length=256)
+    tenant: str | None = Field(None, max_length=256)
+    source: str | None = Field(None, max_length=256)
+    policies: list[str] | None = Field(None, description="A subset of the pack's policy ids.")
+    submitted_at: datetime | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Echoed back untouched.")
+    schema_version: int = REQUEST_SCHEMA_VERSION
+
+
+class ImageInfo(BaseModel):
+    url: str
+    sha256: str
+    width: int
+    height: int
+    format: str
+    byte_size: int
+
+
+class PolicyVerdict(BaseModel):
+    id: str
+    version: int
+    score: float = Field(description="The model's probability of 'Yes', renormalised over Yes/No.")
+    confidence: float = Field(description="The score after the policy's calibration; compared to threshold.")
+    threshold: float
+    triggered: bool
+    action: Action
+    severity: str
+
+
+class PolicyPackInfo(BaseModel):
+    name: str
+    version: str
+    hash: str
+
+
+class ModelDescription(BaseModel):
+    id: str
+    revision: str
+    dtype: str
+    device: str
+
+
+class CacheHits(BaseModel):
+    verdict: bool
+    feature: bool
+
+
+class WorkerInfo(BaseModel):
+    id: str
+    version: str
+
+
+class ModerationResult(BaseModel):
+    """The verdict for one request. Published keyed like the input record."""
+
+    schema_version: int = RESULT_SCHEMA_VERSION
+    event_id: str
+    content_id: str | None
+    tenant: str | None
+    source: str | None
+    submitted_at: datetime | None
+    metadata: dict[str, Any]
+    decision: Decision
+    image: ImageInfo
+    policies: list[PolicyVerdict]
+    policy_pack: PolicyPackInfo
+    model: ModelDescription
+    cache: CacheHits
+    timings_ms: dict[str, float]
+    worker: WorkerInfo
+    processed_at: datetime
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+def decide(verdicts: list[PolicyVerdict]) -> Decision:
+    """Block beats review beats allow: the strictest triggered action wins."""
+    actions = {v.action for v in verdicts if v.triggered}
+    if Action.BLOCK in actions:
+        return Decision.BLOCK
+    if Action.REVIEW in actions:
+        return Decision.REVIEW
+    return Decision.ALLOW
+
+
+def parse_request(value: bytes | None) -> ModerationRequest:
+    """Parse a record value, or raise PermanentError(invalid_json | invalid_event) saying what is wrong."""
+    if value is None:
+        raise PermanentError(ErrorCode.INVALID_JSON, "record has no value (a tombstone?); expected a JSON object")
+    try:
+        document = json.loads(value)
+    except UnicodeDecodeError as exc:
+        raise PermanentError(ErrorCode.INVALID_JSON, f"record value is not UTF-8: {exc.reason}") from exc
+    except json.JSONDecodeError as exc:
+        raise PermanentError(
+            ErrorCode.INVALID_JSON, f"record value is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from exc
+    if not isinstance(document, dict):
+        raise PermanentError(
+            ErrorCode.INVALID_EVENT, f"expected a JSON object, got {type(document).__name__}"
+        )
+    try:
+        request = ModerationRequest.model_validate(document)
+    except ValidationError as exc:
+        raise PermanentError(ErrorCode.INVALID_EVENT, _summarise(exc)) from exc
+    if request.schema_version != REQUEST_SCHEMA_VERSION:
+        raise PermanentError(
+            ErrorCode.INVALID_EVENT,
+            f"schema_version {request.schema_version} is not supported; this worker reads {REQUEST_SCHEMA_VERSION}",
+        )
+    return request
+
+
+def best_effort_event_id(value: bytes | None) -> str | None:
+    """The event_id of a record that failed validation, when it has a usable one: helps triage."""
+    try:
+        document = json.loads(value) if value is not None else None
+    except ValueError:
+        return None
+    event_id = document.get("event_id") if isinstance(document, dict) else None
+    return event_id if isinstance(event_id, str) and 0 < len(event_id) <= 256 else None
+
+
+def _summarise(exc: ValidationError) -> str:
+    """'event_id: Field required; policies.0: Input should be a valid string' — short and actionable."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "event"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,39 @@
+"""Configure structlog once, in the entry point: JSON lines for machines, or a console renderer."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+
+class _CurrentStderr:
+    """Whatever ``sys.stderr`` is at write time: test runners and daemonisers swap it after start-up."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
+        cache_logger_on_first_use=True,
+    )
+    # Libraries log through the standard library: keep their noise at WARNING and on stderr.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "botocore", "urllib3", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.ERROR if noisy == "kafka" else logging.WARNING)

@@ -1,0 +1,317 @@
+"""The pipeline: a batch of raw records in, one outcome per record out, in the same order.
+
+Stages, each a method below: parse (contract and policy subset) -> fetch and decode, concurrently
+-> verdict cache -> score the misses together, one request per distinct image -> build verdicts.
+No Kafka here: the worker hands in records and publishes what comes back. Every record gets
+exactly one outcome: a result, a dead letter (the event is bad), or a retry (infrastructure failed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import structlog
+
+from moderation_worker import __version__
+from moderation_worker.cache import BoundedLRUCache
+from moderation_worker.errors import ErrorCode, ModerationError, PermanentError, TransientError
+from moderation_worker.events import (
+    CacheHits,
+    ImageInfo,
+    ModelDescription,
+    ModerationRequest,
+    ModerationResult,
+    PolicyPackInfo,
+    best_effort_event_id,
+    PolicyVerdict,
+    WorkerInfo,
+    decide,
+    parse_request,
+)
+from moderation_worker.fetch import Fetcher
+from moderation_worker.images import DecodedImage, decode_image
+from moderation_worker.model.base import Scorer, ScoringRequest
+from moderation_worker.policies import Policy, PolicyPack
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class InboundRecord:
+    """A consumed record, independent of the Kafka client's types."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int | None = None
+
+
+class OutcomeKind(StrEnum):
+    RESULT = "result"
+    DEAD_LETTER = "dead_letter"
+    RETRY = "retry"
+
+
+@dataclass
+class Outcome:
+    record: InboundRecord
+    kind: OutcomeKind
+    event_id: str | None = None
+    result: ModerationResult | None = None
+    error: ModerationError | None = None
+
+    @property
+    def error_code(self) -> str | None:
+        return self.error.code.value if isinstance(self.error, PermanentError) else None
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_bytes: int
+    max_pixels: int
+    max_edge: int
+    allowed_formats: frozenset[str]
+
+
+@dataclass
+class _Job:
+    """One record's state as it moves through the stages."""
+
+    record: InboundRecord
+    started: float
+    event_id: str | None = None
+    request: ModerationRequest | None = None
+    policies: list[Policy] = field(default_factory=list)
+    image: DecodedImage | None = None
+    error: ModerationError | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    verdict_hit: bool = False
+    feature_hit: bool = False
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def alive(self) -> bool:
+        return self.error is None
+
+    @property
+    def image_key(self) -> str:
+        assert self.image is not None
+        return f"{self.image.sha256}:{self.image.preprocessing_key}"
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        fetcher: Fetcher,
+        scorer: Scorer,
+        pack: PolicyPack,
+        limits: ImageLimits,
+        worker_id: str,
+        verdict_cache: BoundedLRUCache[dict[str, float]],
+        fetch_concurrency: int = 8,
+    ) -> None:
+        self._fetcher = fetcher
+        self._scorer = scorer
+        self._pack = pack
+        self._pack_info = PolicyPackInfo(name=pack.name, version=pack.version, hash=pack.content_hash)
+        self._limits = limits
+        self._worker = WorkerInfo(id=worker_id, version=__version__)
+        self._verdict_cache = verdict_cache
+        self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="fetch")
+        info = scorer.info
+        self._model = ModelDescription(id=info.model_id, revision=info.revision, dtype=info.dtype, device=info.device)
+        self._model_key = info.cache_key
+
+    def process(self, records: Sequence[InboundRecord]) -> list[Outcome]:
+        started = time.perf_counter()
+        jobs = [_Job(record=r, started=started) for r in records]
+        for job in jobs:
+            self._parse(job)
+        self._fetch_and_decode([j for j in jobs if j.alive])
+        self._lookup_verdicts([j for j in jobs if j.alive])
+        self._score([j for j in jobs if j.alive and not j.verdict_hit])
+        return [self._finish(job) for job in jobs]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    # --- stages ------------------------------------------------------------------------------------
+
+    def _parse(self, job: _Job) -> None:
+        try:
+            job.request = parse_request(job.record.value)
+            job.policies = self._pack.select(job.request.policies)
+        except PermanentError as exc:
+            job.error = exc
+            job.event_id = job.request.event_id if job.request else best_effort_event_id(job.record.value)
+
+    def _fetch_and_decode(self, jobs: list[_Job]) -> None:
+        for job, outcome in zip(jobs, self._pool.map(self._fetch_one, jobs), strict=True):
+            if isinstance(outcome, ModerationError):
+                job.error = outcome
+            else:
+                job.image = outcome
+
+    def _fetch_one(self, job: _Job) -> DecodedImage | ModerationError:
+        assert job.request is not None
+        try:
+            t0 = time.perf_counter()
+            fetched = self._fetcher.fetch(job.request.image_url)
+            t1 = time.perf_counter()
+            image = decode_image(
+                fetched.data,
+                max_edge=self._limits.max_edge,
+                max_pixels=self._limits.max_pixels,
+                allowed_formats=self._limits.allowed_formats,
+            )
+            job.timings_ms["fetch"] = _ms(t1 - t0)
+            job.timings_ms["decode"] = _ms(time.perf_counter() - t1)
+            return image
+        except ModerationError as exc:
+            return exc
+        except Exception as exc:  # a bug or an unforeseen library error: retry, never lose the event
+            log.exception("fetch_or_decode_failed_unexpectedly", event_id=job.request.event_id)
+            return TransientError(f"unexpected {type(exc).__name__} while fetching or decoding: {exc}")
+
+    def _verdict_key(self, job: _Job) -> tuple[str, str, str]:
+        return (job.image_key, self._pack_info.hash, self._model_key)
+
+    def _lookup_verdicts(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            cached = self._verdict_cache.get(self._verdict_key(job))
+            if cached is not None and all(p.id in cached for p in job.policies):
+                job.scores = {p.id: cached[p.id] for p in job.policies}
+                job.verdict_hit = True
+                job.feature_hit = False
+                job.timings_ms["score"] = 0.0
+
+    def _score(self, jobs: list[_Job]) -> None:
+        if not jobs:
+            return
+        # One scoring request per distinct image: a batch holding the same image twice scores it once.
+        by_image: dict[str, list[_Job]] = {}
+        for job in jobs:
+            by_image.setdefault(job.image_key, []).append(job)
+        requests, wanted = [], []
+        for image_key, group in by_image.items():
+            policy_ids = {p.id for job in group for p in job.policies}
+            policies = [p for p in self._pack.policies if p.id in policy_ids]
+            wanted.append(policies)
+            requests.append(
+                ScoringRequest(
+                    image=group[0].image.image,
+                    image_key=image_key,
+                    prompts=[self._pack.prompt(p) for p in policies],
+                )
+            )
+        t0 = time.perf_counter()
+        results = self._score_isolating_failures(requests)
+        score_ms = _ms(time.perf_counter() - t0)
+        for (image_key, group), policies, result in zip(by_image.items(), wanted, results, strict=True):
+            if isinstance(result, ModerationError):
+                for job in group:
+                    job.error = result
+                continue
+            scores = dict(zip((p.id for p in policies), result.yes_probabilities, strict=True))
+            self._remember_verdicts(group[0], scores)
+            for job in group:
+                job.scores = {p.id: scores[p.id] for p in job.policies}
+                job.feature_hit = result.feature_cache_hit
+                job.timings_ms["score"] = score_ms
+
+    def _score_isolating_failures(self, requests: list[ScoringRequest]) -> list:
+        """Score the batch; if it fails, score images one by one so one bad image can't sink the rest."""
+        try:
+            return list(self._scorer.score(requests))
+        except Exception as exc:
+            if len(requests) == 1:
+                return [_classify_scoring_error(exc)]
+            log.warning("batch_scoring_failed_retrying_one_by_one", error=str(exc), batch=len(requests))
+        outcomes: list = []
+        for request in requests:
+            try:
+                outcomes.extend(self._scorer.score([request]))
+            except Exception as exc:
+                outcomes.append(_classify_scoring_error(exc))
+        return outcomes
+
+    def _remember_verdicts(self, job: _Job, scores: dict[str, float]) -> None:
+        key = self._verdict_key(job)
+        merged = dict(self._verdict_cache.get(key) or {})
+        merged.update(scores)
+        self._verdict_cache.put(key, merged)
+
+    def _finish(self, job: _Job) -> Outcome:
+        event_id = job.request.event_id if job.request else job.event_id
+        if isinstance(job.error, TransientError):
+            return Outcome(job.record, OutcomeKind.RETRY, event_id=event_id, error=job.error)
+        if job.error is not None:
+            return Outcome(job.record, OutcomeKind.DEAD_LETTER, event_id=event_id, error=job.error)
+        job.timings_ms["total"] = _ms(time.perf_counter() - job.started)
+        return Outcome(job.record, OutcomeKind.RESULT, event_id=event_id, result=self._build_result(job))
+
+    def _build_result(self, job: _Job) -> ModerationResult:
+        assert job.request is not None and job.image is not None
+        verdicts = []
+        for policy in job.policies:
+            score = job.scores[policy.id]
+            confidence = policy.calibration.apply(score)
+            verdicts.append(
+                PolicyVerdict(
+                    id=policy.id,
+                    version=policy.version,
+                    score=score,
+                    confidence=confidence,
+                    threshold=policy.threshold,
+                    triggered=confidence >= policy.threshold,
+                    action=policy.action,
+                    severity=policy.severity,
+                )
+            )
+        request, image = job.request, job.image
+        return ModerationResult(
+            event_id=request.event_id,
+            content_id=request.content_id,
+            tenant=request.tenant,
+            source=request.source,
+            submitted_at=request.submitted_at,
+            metadata=request.metadata,
+            decision=decide(verdicts),
+            image=ImageInfo(
+                url=request.image_url,
+                sha256=image.sha256,
+                width=image.width,
+                height=image.height,
+                format=image.format,
+                byte_size=image.byte_size,
+            ),
+            policies=verdicts,
+            policy_pack=self._pack_info,
+            model=self._model,
+            cache=CacheHits(verdict=job.verdict_hit, feature=job.feature_hit),
+            timings_ms={k: round(v, 3) for k, v in job.timings_ms.items()},
+            worker=self._worker,
+            processed_at=datetime.now(UTC),
+        )
+
+
+def _classify_scoring_error(exc: Exception) -> ModerationError:
+    # Processors reject images they cannot tile (extreme aspect ratios, too small) with ValueError:
+    # that image will never score, so it is the event's fault. Anything else (CUDA errors, OOM) is
+    # the machine's: retry.
+    if isinstance(exc, ValueError):
+        return PermanentError(ErrorCode.UNSUPPORTED_IMAGE, f"the model cannot process this image: {exc}")
+    return TransientError(f"scoring failed: {type(exc).__name__}: {exc}")
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1000.0

@@ -1,0 +1,157 @@
+"""Policy packs: moderation rules written as prompts, in a YAML file people edit without code.
+
+A pack is validated strictly at start: an invalid pack stops the worker with an error naming the
+file and the field. Its content hash (of the validated content, so comments and layout don't
+count) goes into every verdict and every verdict-cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from moderation_worker.errors import ConfigurationError, ErrorCode, PermanentError
+from moderation_worker.events import Action
+
+_ID_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"
+
+
+class Calibration(BaseModel):
+    """Platt scaling of the model's log-odds: confidence = sigmoid(scale * logit(score) + bias).
+
+    Fit ``scale`` and ``bias`` per policy on labelled images (logistic regression on logit(score));
+    the identity (1, 0) leaves the score as it is.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scale: float = Field(1.0, gt=0)
+    bias: float = 0.0
+
+    def apply(self, score: float) -> float:
+        if self.scale == 1.0 and self.bias == 0.0:
+            return score
+        eps = 1e-7
+        p = min(max(score, eps), 1 - eps)
+        logit = math.log(p / (1 - p))
+        return 1.0 / (1.0 + math.exp(-(self.scale * logit + self.bias)))
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    id: str = Field(pattern=_ID_PATTERN)
+    title: str = Field(min_length=1)
+    version: int = Field(ge=1)
+    rule: str = Field(min_length=1, description="What the policy forbids, in plain words.")
+    question: str = Field(min_length=1, description="A yes/no question about the image.")
+    threshold: float = Field(ge=0.0, le=1.0)
+    action: Action
+    severity: str = Field(pattern=r"^(low|medium|high|critical)$")
+    calibration: Calibration = Calibration()
+
+    @field_validator("question")
+    @classmethod
+    def _question_mark(cls, value: str) -> str:
+        if not value.endswith("?"):
+            raise ValueError("the question must be a yes/no question ending with '?'")
+        return value
+
+
+class PolicyPack(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    name: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    description: str = ""
+    instructions: str = Field(min_length=1, description="Shared preamble of every policy prompt.")
+    answer_format: str = Field("Answer with Yes or No.", min_length=1)
+    policies: list[Policy] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> PolicyPack:
+        seen: set[str] = set()
+        for policy in self.policies:
+            if policy.id in seen:
+                raise ValueError(f"policy id {policy.id!r} appears more than once")
+            seen.add(policy.id)
+        return self
+
+    @property
+    def content_hash(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+    def by_id(self) -> dict[str, Policy]:
+        return {p.id: p for p in self.policies}
+
+    def prompt(self, policy: Policy) -> str:
+        # The image comes first in the chat message and this text after it, so the image and the
+        # pack's instructions form a prefix shared by every policy of one image.
+        return (
+            f"{self.instructions}\n\nPolicy: {policy.title}\n{policy.rule}\n\n"
+            f"Question: {policy.question}\n{self.answer_format}"
+        )
+
+    def select(self, requested: Sequence[str] | None) -> list[Policy]:
+        """The policies an event asked for (all when it named none), in pack order."""
+        if requested is None:
+            return list(self.policies)
+        known = self.by_id()
+        unknown = sorted(set(requested) - known.keys())
+        if unknown:
+            raise PermanentError(
+                ErrorCode.UNKNOWN_POLICY,
+                f"unknown policy ids {unknown}; pack {self.name!r} v{self.version} has {sorted(known)}",
+            )
+        if not requested:
+            raise PermanentError(ErrorCode.INVALID_EVENT, "policies is an empty list; omit it for all")
+        wanted = set(requested)
+        return [p for p in self.policies if p.id in wanted]
+
+
+def load_policy_pack(path: str | Path) -> PolicyPack:
+    """Read and validate a pack, or raise ConfigurationError naming the file and the field."""
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read the policy pack: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ConfigurationError(f"{path}: expected a mapping with name, version, instructions, policies")
+    try:
+        return PolicyPack.model_validate(document)
+    except ValidationError as exc:
+        raise ConfigurationError(f"{path}: invalid policy pack: {_describe(exc, document)}") from exc
+
+
+def _describe(exc: ValidationError, document: dict) -> str:
+    """'policies[3] (id=weapons).threshold: Input should be less than or equal to 1'."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        parts.append(f"{_field_path(error['loc'], document)}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def _field_path(loc: tuple, document: dict) -> str:
+    text = ""
+    node: object = document
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            if isinstance(node, dict) and "id" in node:
+                text += f" (id={node['id']})"
+        else:
+            text += f".{part}" if text else str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return re.sub(r"^\.", "", text) or "pack"

@@ -1,0 +1,68 @@
+"""Backoff for partitions whose events hit infrastructure failures.
+
+A partition with a failed event is paused (so the worker keeps polling, heartbeating and holding
+its partitions instead of blocking past ``max.poll.interval.ms``) and resumed after an exponential
+backoff with full jitter, capped. Success on a partition resets its backoff.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass
+
+
+@dataclass
+class _Backoff:
+    failures: int
+    resume_at: float
+
+
+class PartitionBackoff:
+    def __init__(
+        self,
+        *,
+        initial_s: float,
+        max_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._initial = initial_s
+        self._max = max_s
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._paused: dict[Hashable, _Backoff] = {}
+        self._failures: dict[Hashable, int] = {}
+
+    def fail(self, partition: Hashable) -> float:
+        """Record a failure; returns the delay before the partition may be retried."""
+        failures = self._failures.get(partition, 0) + 1
+        self._failures[partition] = failures
+        ceiling = min(self._max, self._initial * 2 ** (failures - 1))
+        # Full jitter spreads the retries of many workers hitting one recovering S3; keep a floor so
+        # a run of failures never degenerates into a hot loop.
+        delay = max(self._initial / 2, self._rng.uniform(0, ceiling))
+        self._paused[partition] = _Backoff(failures, self._clock() + delay)
+        return delay
+
+    def succeed(self, partition: Hashable) -> None:
+        self._failures.pop(partition, None)
+
+    def due(self) -> list[Hashable]:
+        """Paused partitions whose backoff is over; they are no longer tracked as paused."""
+        now = self._clock()
+        ready = [p for p, b in self._paused.items() if b.resume_at <= now]
+        for partition in ready:
+            del self._paused[partition]
+        return ready
+
+    def forget(self, partitions: Iterable[Hashable]) -> None:
+        """Drop partitions this worker no longer owns (after a rebalance)."""
+        for partition in partitions:
+            self._paused.pop(partition, None)
+            self._failures.pop(partition, None)
+
+    @property
+    def paused(self) -> set[Hashable]:
+        return set(self._paused)

@@ -1,0 +1,72 @@
+"""Sample objects for the local demo, the integration tests and the benchmarks.
+
+Real photos ship inside scikit-image (an optional dependency: the ``local`` extra); the bad
+objects are made here, each one a real file that fails in exactly one way.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+from PIL import Image
+
+SAMPLE_PHOTOS = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "camera.png",
+    "rocket.jpg",
+    "hubble_deep_field.jpg",
+    "page.png",
+    "text.png",
+    "no_time_for_that_tiny.gif",
+    "multipage_rgb.tif",
+)
+
+
+def photo_dir() -> Path:
+    try:
+        import skimage
+    except ImportError as exc:  # pragma: no cover - the message is the point
+        raise RuntimeError("sample photos need scikit-image: pip install 'moderation-worker[local]'") from exc
+    return Path(skimage.__file__).parent / "data"
+
+
+def sample_photos(names: tuple[str, ...] = SAMPLE_PHOTOS) -> dict[str, bytes]:
+    """Real photos by file name (PNG, JPEG, GIF, TIFF; grayscale and colour; square and not)."""
+    folder = photo_dir()
+    return {name: (folder / name).read_bytes() for name in names}
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def decompression_bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A tiny PNG whose header claims width x height pixels: harmless unless someone decodes it."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", pixels) + _png_chunk(b"IEND", b"")
+
+
+def truncated_jpeg(source: bytes | None = None) -> bytes:
+    """A real JPEG cut in half: the header reads, the pixels don't."""
+    if source is None:
+        buffer = io.BytesIO()
+        Image.effect_noise((256, 256), 64).convert("RGB").save(buffer, format="JPEG", quality=90)
+        source = buffer.getvalue()
+    return source[: len(source) // 2]
+
+
+def unsupported_format_image() -> bytes:
+    """A valid image in a format outside the default allowlist (Windows ICO)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(buffer, format="ICO")
+    return buffer.getvalue()
+
+
+def not_an_image() -> bytes:
+    return b"%PDF-1.7\n% this is a PDF, not an image\n1 0 obj << /Type /Catalog >> endobj\n"

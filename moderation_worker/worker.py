@@ -1,0 +1,358 @@
+"""The consume loop: poll a batch, run the pipeline, publish, commit, back off what failed.
+
+Delivery is at least once. An offset is committed only after the outcomes of every record before it
+were acknowledged by the broker; a record whose processing hit an infrastructure failure stops its
+partition's progress at that record: the partition is rewound to it, paused, and resumed after a
+backoff, so the worker keeps polling (and its group membership) while S3 is down. A worker killed
+at any moment leaves uncommitted records to its successor, which reprocesses them; ``event_id`` is
+the idempotency key downstream.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import structlog
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from moderation_worker.errors import TransientError
+from moderation_worker.health import HealthState, WorkerMetrics
+from moderation_worker.pipeline import InboundRecord, Outcome, OutcomeKind, Pipeline
+from moderation_worker.publish import OutcomePublisher
+from moderation_worker.retry import PartitionBackoff
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class StopConditions:
+    max_events: int | None = None  # final outcomes (results + dead letters), for backfills and tests
+    idle_timeout_s: float | None = None  # no records and nothing waiting to be retried for this long
+
+
+@dataclass
+class RunSummary:
+    results: int = 0
+    dead_letters: int = 0
+    retries: int = 0
+    partitions_revoked: int = 0
+    decisions: Counter = field(default_factory=Counter)
+    dead_letter_codes: Counter = field(default_factory=Counter)
+
+    @property
+    def events(self) -> int:
+        return self.results + self.dead_letters
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        consumer,
+        publisher: OutcomePublisher,
+        pipeline: Pipeline,
+        input_topic: str,
+        batch_size: int,
+        poll_timeout_ms: int,
+        backoff: PartitionBackoff,
+        metrics: WorkerMetrics,
+        health: HealthState,
+        stop: StopConditions = StopConditions(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._consumer = consumer
+        self._publisher = publisher
+        self._pipeline = pipeline
+        self._input_topic = input_topic
+        self._batch_size = batch_size
+        self._poll_timeout_ms = poll_timeout_ms
+        self._backoff = backoff
+        self._metrics = metrics
+        self._health = health
+        self._stop_conditions = stop
+        self._clock = clock
+        self._stop_requested = threading.Event()
+        self._attempts: dict[tuple[str, int, int], int] = {}
+        self._last_activity = clock()
+        self.summary = RunSummary()
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def run(self) -> RunSummary:
+        self._consumer.subscribe([self._input_topic], listener=_Rebalance(self))
+        log.info("worker_started", topic=self._input_topic, batch_size=self._batch_size)
+        try:
+            with self._signals_handled():
+                while not self._should_stop():
+                    self._health.beat()
+                    self._resume_due_partitions()
+                    records = self._poll()
+                    if records:
+                        self._handle_batch(records)
+        finally:
+            self._shutdown()
+        return self.summary
+
+    def request_stop(self) -> None:
+        """Stop taking records; the batch in hand is finished, published and committed first."""
+        self._stop_requested.set()
+        self._health.set_stopping()
+
+    def _handle_batch(self, records: list[InboundRecord]) -> None:
+        self._last_activity = self._clock()
+        self._metrics.observe_batch(len(records))
+        self._metrics.set_in_flight(len(records))
+        started = time.perf_counter()
+        outcomes = self._pipeline.process(records)
+        final, rewind_to = _split_at_first_retry(outcomes)
+        try:
+            t0 = time.perf_counter()
+            self._publisher.publish(final, self._attempts)
+            self._metrics.observe_stage("publish", time.perf_counter() - t0)
+        except TransientError as exc:
+            log.warning("publish_failed_rewinding_batch", error=str(exc), records=len(records))
+            self._rewind_and_pause(_first_offsets(records), reason="publish")
+            self._metrics.set_in_flight(0)
+            return
+        self._commit(records, rewind_to)
+        self._rewind_and_pause(rewind_to, reason="fetch")
+        self._account(final, rewound=set(rewind_to))
+        self._metrics.observe_stage("batch", time.perf_counter() - started)
+        self._metrics.set_in_flight(0)
+
+    # --- steps -------------------------------------------------------------------------------------
+
+    def _poll(self) -> list[InboundRecord]:
+        max_records = self._batch_size
+        if self._stop_conditions.max_events is not None:
+            max_records = max(1, min(max_records, self._stop_conditions.max_events - self.summary.events))
+        try:
+            polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms, max_records=max_records)
+            self._health.set_broker_connected(True)
+        except KafkaError as exc:
+            self._health.set_broker_connected(False)
+            log.warning("poll_failed", error=repr(exc))
+            time.sleep(min(1.0, self._poll_timeout_ms / 1000))
+            return []
+        records = [_inbound(r) for batch in polled.values() for r in batch]
+        records.sort(key=lambda r: (r.topic, r.partition, r.offset))
+        return records
+
+    def _commit(self, records: list[InboundRecord], rewind_to: dict[TopicPartition, int]) -> None:
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        first = _first_offsets(records)
+        for tp, next_offset in _next_offsets(records).items():
+            committed = rewind_to.get(tp, next_offset)
+            if committed > first[tp]:
+                offsets[tp] = OffsetAndMetadata(committed, "", -1)
+        if not offsets:
+            return
+        t0 = time.perf_counter()
+        try:
+            self._consumer.commit(offsets=offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The group rebalanced under us: the new owner reprocesses from the last commit, and
+            # event_id lets downstream drop the duplicates. Nothing is lost.
+            log.warning("commit_failed_records_will_be_redelivered", error=repr(exc))
+        self._metrics.observe_stage("commit", time.perf_counter() - t0)
+
+    def _rewind_and_pause(self, rewind_to: dict[TopicPartition, int], *, reason: str) -> None:
+        for tp, offset in rewind_to.items():
+            key = (tp.topic, tp.partition, offset)
+            self._attempts[key] = self._attempts.get(key, 0) + 1
+            delay = self._backoff.fail(tp)
+            self._consumer.seek(tp, offset)
+            self._consumer.pause(tp)
+            self._metrics.record_retry(reason)
+            log.warning(
+                "partition_paused_for_retry", topic=tp.topic, partition=tp.partition, offset=offset,
+                reason=reason, delay_s=round(delay, 2), attempt=self._attempts[key],
+            )
+        if rewind_to:
+            self._health.set_s3_ok(reason != "fetch")
+        self._metrics.set_paused_partitions(len(self._backoff.paused))
+
+    def _resume_due_partitions(self) -> None:
+        due = self._backoff.due()
+        if due:
+            owned = self._consumer.assignment()
+            self._consumer.resume(*[tp for tp in due if tp in owned])
+            self._metrics.set_paused_partitions(len(self._backoff.paused))
+
+    def _account(self, final: list[Outcome], *, rewound: set[TopicPartition]) -> None:
+        for tp in {TopicPartition(o.record.topic, o.record.partition) for o in final} - rewound:
+            self._backoff.succeed(tp)
+        if final and not rewound:
+            self._health.set_s3_ok(True)
+        for outcome in final:
+            record = outcome.record
+            self._attempts.pop((record.topic, record.partition, record.offset), None)
+            self._log_outcome(outcome)
+            if outcome.kind is OutcomeKind.RESULT:
+                assert outcome.result is not None
+                decision = outcome.result.decision.value
+                self.summary.results += 1
+                self.summary.decisions[decision] += 1
+                self._metrics.record_outcome("result", decision=decision)
+                self._metrics.cache_lookup("verdict", outcome.result.cache.verdict)
+                if not outcome.result.cache.verdict:
+                    self._metrics.cache_lookup("feature", outcome.result.cache.feature)
+                for stage in ("fetch", "decode", "score"):
+                    if stage in outcome.result.timings_ms:
+                        self._metrics.observe_stage(stage, outcome.result.timings_ms[stage] / 1000)
+            else:
+                self.summary.dead_letters += 1
+                self.summary.dead_letter_codes[outcome.error_code] += 1
+                self._metrics.record_outcome("dead_letter", code=outcome.error_code)
+        for _ in rewound:
+            self.summary.retries += 1
+            self._metrics.record_outcome("retry")
+
+    def _log_outcome(self, outcome: Outcome) -> None:
+        record = outcome.record
+        fields = dict(
+            event_id=outcome.event_id, topic=record.topic, partition=record.partition, offset=record.offset
+        )
+        if outcome.result is not None:
+            result = outcome.result
+            log.info(
+                "event_moderated", **fields, decision=result.decision.value,
+                triggered=[p.id for p in result.policies if p.triggered],
+                latency_ms=result.timings_ms.get("total"),
+                verdict_cache_hit=result.cache.verdict, feature_cache_hit=result.cache.feature,
+            )
+        else:
+            log.warning(
+                "event_dead_lettered", **fields, code=outcome.error_code,
+                reason=getattr(outcome.error, "message", str(outcome.error)),
+            )
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def _should_stop(self) -> bool:
+        if self._stop_requested.is_set():
+            return True
+        conditions = self._stop_conditions
+        if conditions.max_events is not None and self.summary.events >= conditions.max_events:
+            log.info("stopping_after_max_events", events=self.summary.events)
+            return True
+        if conditions.idle_timeout_s is not None and not self._backoff.paused:
+            if self._clock() - self._last_activity >= conditions.idle_timeout_s:
+                log.info("stopping_after_idle", idle_s=conditions.idle_timeout_s)
+                return True
+        return False
+
+    def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Called inside poll(), between batches: everything handled so far is already committed.
+        self._backoff.forget(revoked)
+        self.summary.partitions_revoked += len(revoked)
+        self._metrics.set_paused_partitions(len(self._backoff.paused))
+        log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+
+    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._health.set_assignment(len(self._consumer.assignment()))
+        log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+
+    @contextmanager
+    def _signals_handled(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signals can only be handled in the main thread; the caller uses request_stop()
+            return
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def on_signal(signum: int, _frame: object) -> None:
+            if self._stop_requested.is_set():
+                # A second signal: abandon the batch in hand. Nothing is committed for it, so it
+                # is reprocessed by whoever owns the partition next.
+                raise KeyboardInterrupt
+            log.info("stop_signal_received", signal=signal.Signals(signum).name)
+            self.request_stop()
+
+        for sig in previous:
+            signal.signal(sig, on_signal)
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _shutdown(self) -> None:
+        self._health.set_stopping()
+        for name, close in (
+            ("consumer", lambda: self._consumer.close(autocommit=False)),  # leaves the group
+            ("pipeline", self._pipeline.close),
+        ):
+            try:
+                close()
+            except Exception as exc:
+                log.warning("close_failed", component=name, error=repr(exc))
+        log.info(
+            "worker_stopped", results=self.summary.results, dead_letters=self.summary.dead_letters,
+            retries=self.summary.retries,
+        )
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    def on_partitions_revoked(self, revoked):
+        self._worker._on_revoked(set(revoked))
+
+    def on_partitions_assigned(self, assigned):
+        self._worker._on_assigned(set(assigned))
+
+
+def _inbound(record) -> InboundRecord:
+    return InboundRecord(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=tuple((k, v) for k, v in (record.headers or [])),
+        timestamp_ms=record.timestamp,
+    )
+
+
+def _split_at_first_retry(outcomes: list[Outcome]) -> tuple[list[Outcome], dict[TopicPartition, int]]:
+    """Per partition, the outcomes before its first retry are final; from there it is rewound.
+
+    Later records of a rewound partition are dropped even if they succeeded, so that results for one
+    key keep their order; they are reprocessed after the backoff.
+    """
+    rewind_to: dict[TopicPartition, int] = {}
+    final: list[Outcome] = []
+    for outcome in outcomes:  # sorted by partition, then offset
+        tp = TopicPartition(outcome.record.topic, outcome.record.partition)
+        if tp in rewind_to:
+            continue
+        if outcome.kind is OutcomeKind.RETRY:
+            rewind_to[tp] = outcome.record.offset
+        else:
+            final.append(outcome)
+    return final, rewind_to
+
+
+def _first_offsets(records: list[InboundRecord]) -> dict[TopicPartition, int]:
+    first: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        first[tp] = min(first.get(tp, record.offset), record.offset)
+    return first
+
+
+def _next_offsets(records: list[InboundRecord]) -> dict[TopicPartition, int]:
+    nxt: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        nxt[tp] = max(nxt.get(tp, 0), record.offset + 1)
+    return nxt

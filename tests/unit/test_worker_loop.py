@@ -1,0 +1,277 @@
+"""The loop's delivery rules, with an in-memory consumer and producer (the integration tests use real ones)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import defaultdict
+from types import SimpleNamespace
+
+import pytest
+from kafka import TopicPartition
+from kafka.errors import KafkaTimeoutError
+from PIL import Image
+
+from moderation_worker.cache import BoundedLRUCache
+from moderation_worker.errors import TransientError
+from moderation_worker.fetch import FetchedObject, S3Location, parse_s3_url
+from moderation_worker.health import HealthState, WorkerMetrics
+from moderation_worker.model.fake import FakeScorer
+from moderation_worker.pipeline import ImageLimits, Pipeline
+from moderation_worker.policies import Action, Calibration, Policy, PolicyPack
+from moderation_worker.publish import OutcomePublisher, Topics
+from moderation_worker.retry import PartitionBackoff
+from moderation_worker.worker import StopConditions, Worker
+
+TOPIC = "requests"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeConsumer:
+    """Enough of KafkaConsumer: partitions with positions, pause/seek, commits, one rebalance."""
+
+    def __init__(self, records_by_partition: dict[int, list[bytes]], clock: FakeClock) -> None:
+        self.log = {TopicPartition(TOPIC, p): values for p, values in records_by_partition.items()}
+        self.position = {tp: 0 for tp in self.log}
+        self.paused: set[TopicPartition] = set()
+        self.commits: list[dict[TopicPartition, int]] = []
+        self.seeks: list[tuple[TopicPartition, int]] = []
+        self.closed = False
+        self.listener = None
+        self.clock = clock
+
+    def subscribe(self, topics, listener=None):
+        self.listener = listener
+
+    def assignment(self):
+        return set(self.log)
+
+    def poll(self, timeout_ms=0, max_records=None):
+        if self.listener is not None:
+            self.listener.on_partitions_assigned(set(self.log))
+            self.listener = None
+        self.clock.now += timeout_ms / 1000  # time passes while polling
+        out: dict[TopicPartition, list] = {}
+        budget = max_records
+        for tp, values in sorted(self.log.items()):
+            if tp in self.paused:
+                continue
+            batch = []
+            while self.position[tp] < len(values) and budget > 0:
+                offset = self.position[tp]
+                batch.append(SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset,
+                                             key=f"k{offset}".encode(), value=values[offset], headers=[],
+                                             timestamp=0))
+                self.position[tp] += 1
+                budget -= 1
+            if batch:
+                out[tp] = batch
+        return out
+
+    def seek(self, tp, offset):
+        self.seeks.append((tp, offset))
+        self.position[tp] = offset
+
+    def pause(self, *tps):
+        self.paused.update(tps)
+
+    def resume(self, *tps):
+        self.paused.difference_update(tps)
+
+    def commit(self, offsets):
+        self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
+
+    def close(self, autocommit=True):
+        assert autocommit is False
+        self.closed = True
+
+    def committed(self, tp) -> int:
+        return max((c[tp] for c in self.commits if tp in c), default=0)
+
+
+class FakeFuture:
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+    def get(self, timeout=None):
+        if self.error is not None:
+            raise self.error
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: dict[str, list[tuple[bytes | None, bytes | None, list]]] = defaultdict(list)
+        self.fail_next_flushes = 0
+
+    def send(self, topic, key=None, value=None, headers=None):
+        failing = self.fail_next_flushes > 0
+        if not failing:
+            self.sent[topic].append((key, value, headers or []))
+        return FakeFuture(KafkaTimeoutError("no ack") if failing else None)
+
+    def flush(self, timeout=None):
+        if self.fail_next_flushes > 0:
+            self.fail_next_flushes -= 1
+
+
+class FakeFetcher:
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+        self.failures: dict[str, int] = {}  # url -> how many more fetches fail transiently
+        self.fetched: list[str] = []
+
+    def fetch(self, url: str) -> FetchedObject:
+        location = parse_s3_url(url)
+        self.fetched.append(url)
+        if self.failures.get(url, 0) > 0:
+            self.failures[url] -= 1
+            raise TransientError("S3 unreachable (simulated)")
+        return FetchedObject(S3Location(location.bucket, location.key), self.objects[url], None, None)
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 24), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _pack() -> PolicyPack:
+    def policy(pid: str, action: Action) -> Policy:
+        return Policy(id=pid, title=pid, version=1, rule="r", question="q?", threshold=0.5, action=action,
+                      severity="high", calibration=Calibration())
+
+    return PolicyPack(name="t", version="1", instructions="i",
+                      policies=[policy("alpha", Action.REVIEW), policy("beta", Action.BLOCK)])
+
+
+def _event(n: int, url: str | None = None) -> bytes:
+    return json.dumps({"event_id": f"e{n}", "image_url": url or f"s3://bucket/img{n % 3}.png"}).encode()
+
+
+def _world(records: dict[int, list[bytes]], *, stop: StopConditions | None = None):
+    clock = FakeClock()
+    consumer = FakeConsumer(records, clock)
+    producer = FakeProducer()
+    fetcher = FakeFetcher({f"s3://bucket/img{i}.png": _png((i * 80, 10, 10)) for i in range(3)})
+    scorer = FakeScorer()
+    pipeline = Pipeline(
+        fetcher=fetcher, scorer=scorer, pack=_pack(),
+        limits=ImageLimits(max_bytes=10**6, max_pixels=10**7, max_edge=64,
+                           allowed_formats=frozenset({"PNG"})),
+        worker_id="w1", verdict_cache=BoundedLRUCache(100), fetch_concurrency=2,
+    )
+    worker = Worker(
+        consumer=consumer,
+        publisher=OutcomePublisher(producer=producer, topics=Topics("results", "review", "dlq"), worker_id="w1",
+                                   delivery_timeout_s=1),
+        pipeline=pipeline, input_topic=TOPIC, batch_size=4, poll_timeout_ms=100,
+        backoff=PartitionBackoff(initial_s=1.0, max_s=4.0, clock=clock),
+        metrics=WorkerMetrics(), health=HealthState(stall_after_s=60),
+        stop=stop or StopConditions(idle_timeout_s=30), clock=clock,
+    )
+    return SimpleNamespace(worker=worker, consumer=consumer, producer=producer, fetcher=fetcher, scorer=scorer)
+
+
+def _event_ids(sent: list) -> list[str]:
+    return [json.loads(value)["event_id"] for _key, value, _headers in sent]
+
+
+def test_every_record_is_published_once_and_offsets_committed_past_the_last():
+    world = _world({0: [_event(n) for n in range(5)], 1: [_event(n) for n in range(5, 9)]})
+    summary = world.worker.run()
+    assert summary.results == 9
+    assert sorted(_event_ids(world.producer.sent["results"])) == sorted(f"e{n}" for n in range(9))
+    assert world.consumer.committed(TopicPartition(TOPIC, 0)) == 5
+    assert world.consumer.committed(TopicPartition(TOPIC, 1)) == 4
+    assert world.consumer.closed
+
+
+def test_results_keep_the_input_key_and_flagged_ones_also_go_to_review():
+    world = _world({0: [_event(n) for n in range(6)]})
+    world.worker.run()
+    results = world.producer.sent["results"]
+    assert [key for key, _v, _h in results] == [f"k{n}".encode() for n in range(6)]
+    flagged = [eid for (_k, v, _h), eid in zip(results, _event_ids(results), strict=True)
+               if json.loads(v)["decision"] != "allow"]
+    assert flagged, "the hash scorer should flag some of six events at threshold 0.5"
+    assert _event_ids(world.producer.sent["review"]) == flagged
+
+
+def test_a_transient_fetch_failure_rewinds_only_its_partition_and_nothing_is_dead_lettered():
+    records = {0: [_event(0, "s3://bucket/img0.png"), _event(1, "s3://bucket/img1.png"),
+                   _event(2, "s3://bucket/img2.png")],
+               1: [_event(3, "s3://bucket/img0.png")]}
+    world = _world(records)
+    world.fetcher.failures["s3://bucket/img1.png"] = 3  # offset 1 of partition 0 fails three times
+    summary = world.worker.run()
+    p0 = TopicPartition(TOPIC, 0)
+    assert summary.retries == 3
+    assert world.producer.sent["dlq"] == []
+    # Each event published exactly once, in offset order for partition 0 despite the failures.
+    assert _event_ids(world.producer.sent["results"]).count("e2") == 1
+    p0_order = [e for e in _event_ids(world.producer.sent["results"]) if e in {"e0", "e1", "e2"}]
+    assert p0_order == ["e0", "e1", "e2"]
+    # The first commit of partition 0 stopped at the failed record.
+    assert world.consumer.commits[0][p0] == 1
+    assert (p0, 1) in world.consumer.seeks
+    assert world.consumer.committed(p0) == 3
+
+
+def test_a_batch_the_broker_did_not_acknowledge_is_not_committed_and_is_redone():
+    world = _world({0: [_event(n) for n in range(3)]})
+    world.producer.fail_next_flushes = 1
+    summary = world.worker.run()
+    assert world.consumer.commits[0][TopicPartition(TOPIC, 0)] == 3  # only after the successful retry
+    assert len(world.consumer.commits) == 1
+    assert sorted(_event_ids(world.producer.sent["results"])) == ["e0", "e1", "e2"]
+    assert summary.results == 3
+
+
+def test_a_bad_event_is_dead_lettered_with_its_original_bytes_and_origin():
+    bad = b'{"event_id": "x1"}'
+    world = _world({0: [_event(0), bad, _event(2)]})
+    world.worker.run()
+    (key, value, headers), = world.producer.sent["dlq"]
+    assert value == bad and key == b"k1"
+    header = {k: v.decode() for k, v in headers}
+    assert header["dlq.error.code"] == "invalid_event"
+    assert "image_url: Field required" in header["dlq.error.message"]
+    assert (header["dlq.original.topic"], header["dlq.original.partition"], header["dlq.original.offset"]) == (
+        TOPIC, "0", "1")
+    assert header["dlq.event_id"] == "x1"
+    assert header["dlq.attempts"] == "1"
+
+
+def test_a_repeated_image_is_served_from_the_verdict_cache():
+    world = _world({0: [_event(0, "s3://bucket/img0.png") for _ in range(1)] +
+                    [json.dumps({"event_id": f"r{n}", "image_url": "s3://bucket/img0.png"}).encode()
+                     for n in range(5)]})
+    world.worker.run()
+    results = [json.loads(v) for _k, v, _h in world.producer.sent["results"]]
+    # The first batch (4 records) scores the image once for all four; later batches hit the cache.
+    assert [r["cache"]["verdict"] for r in results] == [False] * 4 + [True] * 2
+    assert world.scorer.images_scored == 1
+    assert len({json.dumps(r["policies"]) for r in results}) == 1
+
+
+def test_it_stops_after_max_events_without_reading_past_them():
+    world = _world({0: [_event(n) for n in range(10)]}, stop=StopConditions(max_events=6))
+    summary = world.worker.run()
+    assert summary.events == 6
+    assert world.consumer.committed(TopicPartition(TOPIC, 0)) == 6
+
+
+@pytest.mark.parametrize("failures", [1, 5])
+def test_idle_timeout_waits_for_partitions_still_backing_off(failures):
+    world = _world({0: [_event(0, "s3://bucket/img1.png")]}, stop=StopConditions(idle_timeout_s=0.5))
+    world.fetcher.failures["s3://bucket/img1.png"] = failures
+    summary = world.worker.run()
+    assert summary.results == 1
+    assert summary.retries == failures
