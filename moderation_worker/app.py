@@ -71,6 +71,7 @@ def make_consumer(settings: Settings) -> KafkaConsumer:
         max_poll_interval_ms=settings.max_poll_interval_ms,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=settings.heartbeat_interval_ms,
+        enable_incremental_fetch_sessions=False,
     )
 
 
@@ -109,10 +110,15 @@ class Runtime:
                     self.health_server.stop()
 
 
-def build_runtime(settings: Settings, *, scorer: Scorer | None = None, stop: StopConditions | None = None) -> Runtime:
+def build_runtime(
+    settings: Settings, *, scorer: Scorer | None = None, stop: StopConditions | None = None
+) -> Runtime:
     """Everything `moderation-worker run` needs. Fails fast on a bad pack or model, before joining."""
     metrics = WorkerMetrics()
-    health = HealthState(stall_after_s=settings.max_poll_interval_ms / 1000)
+    health = HealthState(
+        stall_after_s=settings.health_stall_s or settings.max_poll_interval_ms / 1000,
+        require_assignment=settings.ready_requires_assignment,
+    )
     health_server = (
         HealthServer(health, metrics, host=settings.health_host, port=settings.health_port)
         if settings.health_port is not None
@@ -126,7 +132,9 @@ def build_runtime(settings: Settings, *, scorer: Scorer | None = None, stop: Sto
     producer = make_producer(settings)
     publisher = OutcomePublisher(
         producer=producer,
-        topics=Topics(results=settings.results_topic, review=settings.review_topic, dead_letter=settings.dlq_topic),
+        topics=Topics(
+            results=settings.results_topic, review=settings.review_topic, dead_letter=settings.dlq_topic
+        ),
         worker_id=settings.worker_id,
         delivery_timeout_s=settings.delivery_timeout_s,
     )
@@ -137,9 +145,13 @@ def build_runtime(settings: Settings, *, scorer: Scorer | None = None, stop: Sto
         input_topic=settings.input_topic,
         batch_size=settings.batch_size,
         poll_timeout_ms=settings.poll_timeout_ms,
-        backoff=PartitionBackoff(initial_s=settings.retry_initial_backoff_s, max_s=settings.retry_max_backoff_s),
+        backoff=PartitionBackoff(
+            initial_s=settings.retry_initial_backoff_s, max_s=settings.retry_max_backoff_s
+        ),
         metrics=metrics,
         health=health,
         stop=stop or StopConditions(max_events=settings.max_events, idle_timeout_s=settings.idle_timeout_s),
     )
-    return Runtime(worker=worker, producer=producer, health_server=health_server, metrics=metrics, health=health)
+    return Runtime(
+        worker=worker, producer=producer, health_server=health_server, metrics=metrics, health=health
+    )

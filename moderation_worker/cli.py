@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from moderation_worker.config import Settings
 from moderation_worker.errors import ConfigurationError
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args) if args.command != "policies" else Settings()
-    except ValidationError as exc:
+    except (ValidationError, SettingsError) as exc:
         print(f"error: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
@@ -103,7 +104,11 @@ def _run(settings: Settings, *, fake: bool) -> int:
 
     runtime = build_runtime(settings, scorer=FakeScorer() if fake else None)
     summary = runtime.run()
-    print(json.dumps({"results": summary.results, "dead_letters": summary.dead_letters, "retries": summary.retries}))
+    print(
+        json.dumps(
+            {"results": summary.results, "dead_letters": summary.dead_letters, "retries": summary.retries}
+        )
+    )
     return 0
 
 
@@ -142,8 +147,17 @@ def _check(settings: Settings, image: str, policies: str | None) -> int:
         assert outcome.result is not None
         print(outcome.result.model_dump_json(indent=2))
         return 0
-    print(json.dumps({"event_id": event["event_id"], "outcome": outcome.kind.value, "code": outcome.error_code,
-                      "message": str(outcome.error)}, indent=2))
+    print(
+        json.dumps(
+            {
+                "event_id": event["event_id"],
+                "outcome": outcome.kind.value,
+                "code": outcome.error_code,
+                "message": str(outcome.error),
+            },
+            indent=2,
+        )
+    )
     return 1
 
 
@@ -158,10 +172,15 @@ def _validate_policies(paths: list[str]) -> int:
             print(f"INVALID {exc}", file=sys.stderr)
             failed += 1
             continue
-        print(f"ok {path}: pack {pack.name!r} v{pack.version}, {len(pack.policies)} policies, {pack.content_hash}")
+        print(
+            f"ok {path}: pack {pack.name!r} v{pack.version}, "
+            f"{len(pack.policies)} policies, {pack.content_hash}"
+        )
         for policy in pack.policies:
-            print(f"   {policy.id:<24} v{policy.version} {policy.action.value:<6} {policy.severity:<8} "
-                  f"threshold {policy.threshold}")
+            print(
+                f"   {policy.id:<24} v{policy.version} {policy.action.value:<6} {policy.severity:<8} "
+                f"threshold {policy.threshold}"
+            )
     return 1 if failed else 0
 
 

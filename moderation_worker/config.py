@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "MODERATION_"
 DEFAULT_POLICY_PACK = Path("policies/default.yaml")
@@ -66,7 +66,11 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Larger objects: object_too_large.")
     max_image_pixels: int = Field(50_000_000, ge=1, description="Larger: decompression_bomb.")
     max_image_edge: int = Field(1024, ge=16, description="Longest edge after resize.")
-    allowed_formats: frozenset[str] = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
+    # NoDecode: the environment gives "JPEG,PNG", not JSON.
+    allowed_formats: Annotated[frozenset[str], NoDecode] = Field(
+        frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}),
+        description="Comma-separated Pillow format names.",
+    )
 
     # --- Model and policies ----------------------------------------------------------------------
     model_id: str = Field(DEFAULT_MODEL_ID, description="Hugging Face id or local path.")
@@ -93,6 +97,14 @@ class Settings(BaseSettings):
     idle_timeout_s: float | None = Field(None, gt=0, description="Stop after this long with no records.")
     health_port: int | None = Field(8080, ge=0, le=65535, description="Health and metrics; None: off.")
     health_host: str = "0.0.0.0"
+    health_stall_s: float | None = Field(
+        None,
+        gt=0,
+        description="Liveness fails when the loop has not turned for this long; None: max poll interval.",
+    )
+    ready_requires_assignment: bool = Field(
+        True, description="Readiness needs partitions; turn off when replicas outnumber partitions."
+    )
 
     @field_validator("allowed_formats", mode="before")
     @classmethod

@@ -52,7 +52,9 @@ def run_demo(settings: Settings, *, keep_data: bool = False) -> int:
 
             runtime = build_runtime(demo_settings, scorer=scorer)
             summary = runtime.run()
-            results = read_topic(stack.bootstrap_servers, demo_settings.results_topic, expected=summary.results)
+            results = read_topic(
+                stack.bootstrap_servers, demo_settings.results_topic, expected=summary.results
+            )
             dead = read_topic(stack.bootstrap_servers, demo_settings.dlq_topic, expected=summary.dead_letters)
             _report(events, results, dead, meaningless)
             missing = {e["event_id"] for e in events} - _ids(results, dead)
@@ -88,11 +90,23 @@ def _upload_and_describe(s3) -> list[dict]:
     events = []
     for name, data in samples.sample_photos().items():
         s3.put_object(Bucket=BUCKET, Key=f"photos/{name}", Body=data)
-        events.append({"event_id": f"photo-{name}", "image_url": f"s3://{BUCKET}/photos/{name}",
-                       "content_id": name, "tenant": "demo"})
+        events.append(
+            {
+                "event_id": f"photo-{name}",
+                "image_url": f"s3://{BUCKET}/photos/{name}",
+                "content_id": name,
+                "tenant": "demo",
+            }
+        )
     # The same photo uploaded again: served from the verdict cache.
-    events.append({"event_id": "photo-astronaut-again", "image_url": f"s3://{BUCKET}/photos/astronaut.png",
-                   "content_id": "astronaut.png", "tenant": "demo"})
+    events.append(
+        {
+            "event_id": "photo-astronaut-again",
+            "image_url": f"s3://{BUCKET}/photos/astronaut.png",
+            "content_id": "astronaut.png",
+            "tenant": "demo",
+        }
+    )
     bad_objects = {
         "bad/report.pdf": samples.not_an_image(),
         "bad/truncated.jpg": samples.truncated_jpeg(),
@@ -105,7 +119,11 @@ def _upload_and_describe(s3) -> list[dict]:
     events += [
         {"event_id": "bad-missing-object", "image_url": f"s3://{BUCKET}/photos/nope.jpg"},
         {"event_id": "bad-http-url", "image_url": "https://example.com/cat.jpg"},
-        {"event_id": "bad-unknown-policy", "image_url": f"s3://{BUCKET}/photos/coffee.png", "policies": ["lasers"]},
+        {
+            "event_id": "bad-unknown-policy",
+            "image_url": f"s3://{BUCKET}/photos/coffee.png",
+            "policies": ["lasers"],
+        },
     ]
     return events
 
@@ -129,7 +147,10 @@ def _scorer_for(settings: Settings, data_dir: Path):
         return load_scorer(settings.model_copy(update={"model_local_files_only": True})), False
     except Exception as exc:
         print(_RULE)
-        print(f"The configured model {settings.model_id!r} is not available on this machine ({type(exc).__name__}).")
+        print(
+            f"The configured model {settings.model_id!r} is not available on this machine "
+            f"({type(exc).__name__})."
+        )
         print("The demo uses a TINY RANDOMLY INITIALISED GLM-4.6V-style model instead, built in code.")
         print("The pipeline is real end to end; the VERDICTS ARE MEANINGLESS. `run` never does this.")
         print(_RULE)
@@ -155,15 +176,21 @@ def _report(events: list[dict], results: list, dead: list, meaningless: bool) ->
     for record in sorted(results, key=lambda r: json.loads(r.value)["event_id"]):
         result = json.loads(record.value)
         triggered = ",".join(p["id"] for p in result["policies"] if p["triggered"]) or "-"
-        cache = "verdict" if result["cache"]["verdict"] else ("feature" if result["cache"]["feature"] else "miss")
-        print(f"{result['event_id']:<34} {result['decision']:<8} {triggered[:40]:<40} {cache:<8} "
-              f"{result['timings_ms'].get('total', 0):>7.1f}")
+        cache = (
+            "verdict" if result["cache"]["verdict"] else ("feature" if result["cache"]["feature"] else "miss")
+        )
+        print(
+            f"{result['event_id']:<34} {result['decision']:<8} {triggered[:40]:<40} {cache:<8} "
+            f"{result['timings_ms'].get('total', 0):>7.1f}"
+        )
     print(_RULE)
     print("DEAD LETTERS")
     print(f"{'event_id':<34} {'code':<20} reason")
     for record in dead:
         headers = {k: v.decode() for k, v in record.headers}
-        print(f"{headers.get('dlq.event_id') or '(not json)':<34} {headers['dlq.error.code']:<20} "
-              f"{headers['dlq.error.message'][:90]}")
+        print(
+            f"{headers.get('dlq.event_id') or '(not json)':<34} {headers['dlq.error.code']:<20} "
+            f"{headers['dlq.error.message'][:90]}"
+        )
     print(_RULE)
     print(f"{len(events)} events: {len(results)} verdicts, {len(dead)} dead letters.")

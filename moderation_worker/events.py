@@ -127,14 +127,17 @@ def decide(verdicts: list[PolicyVerdict]) -> Decision:
 def parse_request(value: bytes | None) -> ModerationRequest:
     """Parse a record value, or raise PermanentError(invalid_json | invalid_event) saying what is wrong."""
     if value is None:
-        raise PermanentError(ErrorCode.INVALID_JSON, "record has no value (a tombstone?); expected a JSON object")
+        raise PermanentError(
+            ErrorCode.INVALID_JSON, "record has no value (a tombstone?); expected a JSON object"
+        )
     try:
         document = json.loads(value)
     except UnicodeDecodeError as exc:
         raise PermanentError(ErrorCode.INVALID_JSON, f"record value is not UTF-8: {exc.reason}") from exc
     except json.JSONDecodeError as exc:
         raise PermanentError(
-            ErrorCode.INVALID_JSON, f"record value is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            ErrorCode.INVALID_JSON,
+            f"record value is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
         ) from exc
     if not isinstance(document, dict):
         raise PermanentError(
@@ -147,7 +150,8 @@ def parse_request(value: bytes | None) -> ModerationRequest:
     if request.schema_version != REQUEST_SCHEMA_VERSION:
         raise PermanentError(
             ErrorCode.INVALID_EVENT,
-            f"schema_version {request.schema_version} is not supported; this worker reads {REQUEST_SCHEMA_VERSION}",
+            f"schema_version {request.schema_version} is not supported; "
+            f"this worker reads {REQUEST_SCHEMA_VERSION}",
         )
     return request
 

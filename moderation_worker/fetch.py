@@ -28,7 +28,13 @@ _NOT_FOUND_BUCKET = {"NoSuchBucket"}
 _NOT_FOUND_KEY = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled"}
 # Our own credentials being wrong is an operator problem, not the event's: every event would fail.
-_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "TokenRefreshRequired"}
+_CREDENTIALS = {
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+}
 
 
 @dataclass(frozen=True)
@@ -63,10 +69,13 @@ def parse_s3_url(url: str) -> S3Location:
         )
     bucket, key = parts.netloc, unquote(parts.path.lstrip("/"))
     if not _BUCKET_NAME.match(bucket):
-        raise PermanentError(ErrorCode.UNSUPPORTED_URL, f"image_url {url[:200]!r}: {bucket!r} is not a valid bucket name")
+        raise PermanentError(
+            ErrorCode.UNSUPPORTED_URL, f"image_url {url[:200]!r}: {bucket!r} is not a valid bucket name"
+        )
     if not key or parts.query or parts.fragment:
         raise PermanentError(
-            ErrorCode.UNSUPPORTED_URL, f"image_url {url[:200]!r}: expected s3://bucket/key with a key and no query"
+            ErrorCode.UNSUPPORTED_URL,
+            f"image_url {url[:200]!r}: expected s3://bucket/key with a key and no query",
         )
     return S3Location(bucket, key)
 
@@ -89,7 +98,11 @@ def make_s3_client(settings: Settings):
         }
     session = boto3.session.Session()
     return session.client(
-        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, config=config, **credentials
+        "s3",
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        config=config,
+        **credentials,
     )
 
 
@@ -142,7 +155,9 @@ def _classify_client_error(exc: boto_errors.ClientError, location: S3Location) -
             ErrorCode.OBJECT_NOT_FOUND, f"no object {location.key!r} in bucket {location.bucket!r}"
         )
     if code in _CREDENTIALS:
-        return TransientError(f"S3 rejected the worker's credentials ({code}); check the worker's configuration")
+        return TransientError(
+            f"S3 rejected the worker's credentials ({code}); check the worker's configuration"
+        )
     if code in _DENIED:
         return PermanentError(
             ErrorCode.ACCESS_DENIED, f"the worker may not read {location.url} (S3 said {code})"
@@ -169,7 +184,8 @@ class LocalFileFetcher:
             size = path.stat().st_size
             if size > self._max_bytes:
                 raise PermanentError(
-                    ErrorCode.OBJECT_TOO_LARGE, f"{path} is {size} bytes; the limit is {self._max_bytes} bytes"
+                    ErrorCode.OBJECT_TOO_LARGE,
+                    f"{path} is {size} bytes; the limit is {self._max_bytes} bytes",
                 )
             data = path.read_bytes()
         except FileNotFoundError as exc:

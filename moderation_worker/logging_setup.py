@@ -34,6 +34,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         cache_logger_on_first_use=True,
     )
     # Libraries log through the standard library: keep their noise at WARNING and on stderr.
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
     for noisy in ("kafka", "botocore", "urllib3", "transformers"):
         logging.getLogger(noisy).setLevel(logging.ERROR if noisy == "kafka" else logging.WARNING)

@@ -27,9 +27,9 @@ from moderation_worker.events import (
     ModerationRequest,
     ModerationResult,
     PolicyPackInfo,
-    best_effort_event_id,
     PolicyVerdict,
     WorkerInfo,
+    best_effort_event_id,
     decide,
     parse_request,
 )
@@ -104,7 +104,7 @@ class _Job:
     @property
     def image_key(self) -> str:
         assert self.image is not None
-        return f"{self.image.sha256}:{self.image.preprocessing_key}"
+        return self.image.cache_key
 
 
 class Pipeline:
@@ -128,7 +128,9 @@ class Pipeline:
         self._verdict_cache = verdict_cache
         self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="fetch")
         info = scorer.info
-        self._model = ModelDescription(id=info.model_id, revision=info.revision, dtype=info.dtype, device=info.device)
+        self._model = ModelDescription(
+            id=info.model_id, revision=info.revision, dtype=info.dtype, device=info.device
+        )
         self._model_key = info.cache_key
 
     def process(self, records: Sequence[InboundRecord]) -> list[Outcome]:
@@ -216,7 +218,7 @@ class Pipeline:
         t0 = time.perf_counter()
         results = self._score_isolating_failures(requests)
         score_ms = _ms(time.perf_counter() - t0)
-        for (image_key, group), policies, result in zip(by_image.items(), wanted, results, strict=True):
+        for group, policies, result in zip(by_image.values(), wanted, results, strict=True):
             if isinstance(result, ModerationError):
                 for job in group:
                     job.error = result

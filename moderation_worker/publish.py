@@ -47,7 +47,9 @@ class OutcomePublisher:
                 elif outcome.kind is OutcomeKind.DEAD_LETTER:
                     record = outcome.record
                     futures.append(
-                        self._send_dead_letter(outcome, attempts.get((record.topic, record.partition, record.offset), 1))
+                        self._send_dead_letter(
+                            outcome, attempts.get((record.topic, record.partition, record.offset), 1)
+                        )
                     )
             self._producer.flush(timeout=self._timeout)
             for future in futures:
@@ -84,7 +86,9 @@ class OutcomePublisher:
             "event_id": outcome.event_id or "",
         }
         headers = list(record.headers) + [(DLQ_HEADER_PREFIX + k, v.encode()) for k, v in context.items()]
-        return self._producer.send(self._topics.dead_letter, key=record.key, value=record.value, headers=headers)
+        return self._producer.send(
+            self._topics.dead_letter, key=record.key, value=record.value, headers=headers
+        )
 
 
 def _result_key(outcome: Outcome) -> bytes:

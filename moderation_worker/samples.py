@@ -23,7 +23,6 @@ SAMPLE_PHOTOS = (
     "page.png",
     "text.png",
     "no_time_for_that_tiny.gif",
-    "multipage_rgb.tif",
 )
 
 
@@ -36,20 +35,27 @@ def photo_dir() -> Path:
 
 
 def sample_photos(names: tuple[str, ...] = SAMPLE_PHOTOS) -> dict[str, bytes]:
-    """Real photos by file name (PNG, JPEG, GIF, TIFF; grayscale and colour; square and not)."""
+    """Real photos by file name (PNG, JPEG, animated GIF; grayscale and colour; square and not)."""
     folder = photo_dir()
     return {name: (folder / name).read_bytes() for name in names}
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    return (
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    )
 
 
 def decompression_bomb_png(width: int = 100_000, height: int = 100_000) -> bytes:
     """A tiny PNG whose header claims width x height pixels: harmless unless someone decodes it."""
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     pixels = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", pixels) + _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", pixels)
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def truncated_jpeg(source: bytes | None = None) -> bytes:

@@ -2,8 +2,8 @@
 
 Delivery is at least once. An offset is committed only after the outcomes of every record before it
 were acknowledged by the broker; a record whose processing hit an infrastructure failure stops its
-partition's progress at that record: the partition is rewound to it, paused, and resumed after a
-backoff, so the worker keeps polling (and its group membership) while S3 is down. A worker killed
+partition's progress at that record: the partition is rewound to it and held there for a backoff,
+so the worker keeps polling (and its group membership) while S3 is down. A worker killed
 at any moment leaves uncommitted records to its successor, which reprocesses them; ``event_id`` is
 the idempotency key downstream.
 """
@@ -67,6 +67,7 @@ class Worker:
         health: HealthState,
         stop: StopConditions = StopConditions(),
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._consumer = consumer
         self._publisher = publisher
@@ -79,8 +80,11 @@ class Worker:
         self._health = health
         self._stop_conditions = stop
         self._clock = clock
+        self._sleep = sleep
+        self._closing = False
         self._stop_requested = threading.Event()
         self._attempts: dict[tuple[str, int, int], int] = {}
+        self._held: dict[TopicPartition, int] = {}  # partitions backing off -> the offset to retry from
         self._last_activity = clock()
         self.summary = RunSummary()
 
@@ -93,7 +97,7 @@ class Worker:
             with self._signals_handled():
                 while not self._should_stop():
                     self._health.beat()
-                    self._resume_due_partitions()
+                    self._release_due_partitions()
                     records = self._poll()
                     if records:
                         self._handle_batch(records)
@@ -119,11 +123,11 @@ class Worker:
             self._metrics.observe_stage("publish", time.perf_counter() - t0)
         except TransientError as exc:
             log.warning("publish_failed_rewinding_batch", error=str(exc), records=len(records))
-            self._rewind_and_pause(_first_offsets(records), reason="publish")
+            self._hold_for_retry(_first_offsets(records), reason="publish")
             self._metrics.set_in_flight(0)
             return
         self._commit(records, rewind_to)
-        self._rewind_and_pause(rewind_to, reason="fetch")
+        self._hold_for_retry(rewind_to, reason="fetch")
         self._account(final, rewound=set(rewind_to))
         self._metrics.observe_stage("batch", time.perf_counter() - started)
         self._metrics.set_in_flight(0)
@@ -140,9 +144,16 @@ class Worker:
         except KafkaError as exc:
             self._health.set_broker_connected(False)
             log.warning("poll_failed", error=repr(exc))
-            time.sleep(min(1.0, self._poll_timeout_ms / 1000))
+            self._sleep(min(1.0, self._poll_timeout_ms / 1000))
             return []
-        records = [_inbound(r) for batch in polled.values() for r in batch]
+        records = [_inbound(r) for tp, batch in polled.items() if tp not in self._held for r in batch]
+        held_back = [tp for tp in polled if tp in self._held]
+        for tp in held_back:
+            # Prefetched records of a partition that is backing off: drop them and keep its position.
+            self._consumer.seek(tp, self._held[tp])
+        if held_back and not records:
+            # Only held partitions had data: wait instead of refetching them in a hot loop.
+            self._sleep(self._poll_timeout_ms / 1000)
         records.sort(key=lambda r: (r.topic, r.partition, r.offset))
         return records
 
@@ -164,28 +175,38 @@ class Worker:
             log.warning("commit_failed_records_will_be_redelivered", error=repr(exc))
         self._metrics.observe_stage("commit", time.perf_counter() - t0)
 
-    def _rewind_and_pause(self, rewind_to: dict[TopicPartition, int], *, reason: str) -> None:
+    def _hold_for_retry(self, rewind_to: dict[TopicPartition, int], *, reason: str) -> None:
+        """Rewind each partition to its failed record and hold it there until its backoff is over.
+
+        Held, not ``pause()``d: kafka-python 3.0.12 parks prefetched data of a paused partition and,
+        once any other partition has been consumed, never hands it back after ``resume()``, so
+        the partition would stall for good. Holding keeps polling (and group membership) going
+        and drops whatever is prefetched for a held partition.
+        """
         for tp, offset in rewind_to.items():
             key = (tp.topic, tp.partition, offset)
             self._attempts[key] = self._attempts.get(key, 0) + 1
             delay = self._backoff.fail(tp)
             self._consumer.seek(tp, offset)
-            self._consumer.pause(tp)
+            self._held[tp] = offset
             self._metrics.record_retry(reason)
             log.warning(
-                "partition_paused_for_retry", topic=tp.topic, partition=tp.partition, offset=offset,
-                reason=reason, delay_s=round(delay, 2), attempt=self._attempts[key],
+                "partition_held_for_retry",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=offset,
+                reason=reason,
+                delay_s=round(delay, 2),
+                attempt=self._attempts[key],
             )
         if rewind_to:
             self._health.set_s3_ok(reason != "fetch")
-        self._metrics.set_paused_partitions(len(self._backoff.paused))
+        self._metrics.set_paused_partitions(len(self._held))
 
-    def _resume_due_partitions(self) -> None:
-        due = self._backoff.due()
-        if due:
-            owned = self._consumer.assignment()
-            self._consumer.resume(*[tp for tp in due if tp in owned])
-            self._metrics.set_paused_partitions(len(self._backoff.paused))
+    def _release_due_partitions(self) -> None:
+        for tp in self._backoff.due():
+            self._held.pop(tp, None)
+        self._metrics.set_paused_partitions(len(self._held))
 
     def _account(self, final: list[Outcome], *, rewound: set[TopicPartition]) -> None:
         for tp in {TopicPartition(o.record.topic, o.record.partition) for o in final} - rewound:
@@ -224,14 +245,19 @@ class Worker:
         if outcome.result is not None:
             result = outcome.result
             log.info(
-                "event_moderated", **fields, decision=result.decision.value,
+                "event_moderated",
+                **fields,
+                decision=result.decision.value,
                 triggered=[p.id for p in result.policies if p.triggered],
                 latency_ms=result.timings_ms.get("total"),
-                verdict_cache_hit=result.cache.verdict, feature_cache_hit=result.cache.feature,
+                verdict_cache_hit=result.cache.verdict,
+                feature_cache_hit=result.cache.feature,
             )
         else:
             log.warning(
-                "event_dead_lettered", **fields, code=outcome.error_code,
+                "event_dead_lettered",
+                **fields,
+                code=outcome.error_code,
                 reason=getattr(outcome.error, "message", str(outcome.error)),
             )
 
@@ -244,17 +270,20 @@ class Worker:
         if conditions.max_events is not None and self.summary.events >= conditions.max_events:
             log.info("stopping_after_max_events", events=self.summary.events)
             return True
-        if conditions.idle_timeout_s is not None and not self._backoff.paused:
-            if self._clock() - self._last_activity >= conditions.idle_timeout_s:
-                log.info("stopping_after_idle", idle_s=conditions.idle_timeout_s)
-                return True
+        idle_for = self._clock() - self._last_activity
+        if conditions.idle_timeout_s is not None and not self._held and idle_for >= conditions.idle_timeout_s:
+            log.info("stopping_after_idle", idle_s=conditions.idle_timeout_s)
+            return True
         return False
 
     def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         # Called inside poll(), between batches: everything handled so far is already committed.
         self._backoff.forget(revoked)
-        self.summary.partitions_revoked += len(revoked)
-        self._metrics.set_paused_partitions(len(self._backoff.paused))
+        for tp in revoked:
+            self._held.pop(tp, None)
+        if not self._closing:  # leaving the group at shutdown revokes everything; that is no rebalance
+            self.summary.partitions_revoked += len(revoked)
+        self._metrics.set_paused_partitions(len(self._held))
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
@@ -285,6 +314,7 @@ class Worker:
                 signal.signal(sig, handler)
 
     def _shutdown(self) -> None:
+        self._closing = True
         self._health.set_stopping()
         for name, close in (
             ("consumer", lambda: self._consumer.close(autocommit=False)),  # leaves the group
@@ -295,7 +325,9 @@ class Worker:
             except Exception as exc:
                 log.warning("close_failed", component=name, error=repr(exc))
         log.info(
-            "worker_stopped", results=self.summary.results, dead_letters=self.summary.dead_letters,
+            "worker_stopped",
+            results=self.summary.results,
+            dead_letters=self.summary.dead_letters,
             retries=self.summary.retries,
         )
 

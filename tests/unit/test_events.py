@@ -8,7 +8,13 @@ from moderation_worker.events import Action, Decision, PolicyVerdict, decide, pa
 
 def _verdict(triggered: bool, action: Action) -> PolicyVerdict:
     return PolicyVerdict(
-        id="p", version=1, score=0.9, confidence=0.9, threshold=0.5, triggered=triggered, action=action,
+        id="p",
+        version=1,
+        score=0.9,
+        confidence=0.9,
+        threshold=0.5,
+        triggered=triggered,
+        action=action,
         severity="high",
     )
 
@@ -22,8 +28,13 @@ def test_a_minimal_event_parses_and_unknown_fields_are_tolerated():
 
 def test_metadata_and_optional_fields_survive_parsing():
     event = {
-        "event_id": "e2", "image_url": "s3://b/k.jpg", "content_id": "c9", "tenant": "shop",
-        "policies": ["weapons"], "submitted_at": "2026-11-21T10:00:00Z", "metadata": {"a": [1, 2]},
+        "event_id": "e2",
+        "image_url": "s3://b/k.jpg",
+        "content_id": "c9",
+        "tenant": "shop",
+        "policies": ["weapons"],
+        "submitted_at": "2026-11-21T10:00:00Z",
+        "metadata": {"a": [1, 2]},
     }
     request = parse_request(json.dumps(event).encode())
     assert request.metadata == {"a": [1, 2]}
@@ -41,8 +52,16 @@ def test_metadata_and_optional_fields_survive_parsing():
         (b'{"image_url": "s3://b/k"}', ErrorCode.INVALID_EVENT, "event_id: Field required"),
         (b'{"event_id": "", "image_url": "s3://b/k"}', ErrorCode.INVALID_EVENT, "event_id"),
         (b'{"event_id": "e", "image_url": 5}', ErrorCode.INVALID_EVENT, "image_url"),
-        (b'{"event_id": "e", "image_url": "s3://b/k", "schema_version": 2}', ErrorCode.INVALID_EVENT, "schema_version 2"),
-        (b'{"event_id": "e", "image_url": "s3://b/k", "policies": "weapons"}', ErrorCode.INVALID_EVENT, "policies"),
+        (
+            b'{"event_id": "e", "image_url": "s3://b/k", "schema_version": 2}',
+            ErrorCode.INVALID_EVENT,
+            "schema_version 2",
+        ),
+        (
+            b'{"event_id": "e", "image_url": "s3://b/k", "policies": "weapons"}',
+            ErrorCode.INVALID_EVENT,
+            "policies",
+        ),
     ],
 )
 def test_bad_records_raise_permanent_errors_that_say_what_is_wrong(value, code, fragment):

@@ -10,8 +10,16 @@ from moderation_worker.policies import Calibration, load_policy_pack
 DEFAULT_PACK = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
 
 REQUIRED_TOPICS = {
-    "sexual_content", "sexual_content_minors", "graphic_violence", "weapons", "hate_symbols", "self_harm",
-    "drugs", "personal_data", "misleading_claims", "scam_spam",
+    "sexual_content",
+    "sexual_content_minors",
+    "graphic_violence",
+    "weapons",
+    "hate_symbols",
+    "self_harm",
+    "drugs",
+    "personal_data",
+    "misleading_claims",
+    "scam_spam",
 }
 
 
@@ -23,7 +31,7 @@ def _write(tmp_path: Path, document: dict) -> Path:
 
 def test_the_default_pack_loads_and_covers_every_required_topic():
     pack = load_policy_pack(DEFAULT_PACK)
-    assert REQUIRED_TOPICS <= set(pack.by_id())
+    assert set(pack.by_id()) >= REQUIRED_TOPICS
     assert pack.by_id()["sexual_content_minors"].action.value == "block"
 
 

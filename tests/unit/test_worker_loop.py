@@ -1,4 +1,6 @@
-"""The loop's delivery rules, with an in-memory consumer and producer (the integration tests use real ones)."""
+"""The loop's delivery rules, with an in-memory consumer and producer.
+
+The integration tests run the same rules against a real broker."""
 
 from __future__ import annotations
 
@@ -33,14 +35,16 @@ class FakeClock:
     def __call__(self) -> float:
         return self.now
 
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
 
 class FakeConsumer:
-    """Enough of KafkaConsumer: partitions with positions, pause/seek, commits, one rebalance."""
+    """Enough of KafkaConsumer: partitions with positions, seek, commits, one assignment."""
 
     def __init__(self, records_by_partition: dict[int, list[bytes]], clock: FakeClock) -> None:
         self.log = {TopicPartition(TOPIC, p): values for p, values in records_by_partition.items()}
         self.position = {tp: 0 for tp in self.log}
-        self.paused: set[TopicPartition] = set()
         self.commits: list[dict[TopicPartition, int]] = []
         self.seeks: list[tuple[TopicPartition, int]] = []
         self.closed = False
@@ -61,14 +65,20 @@ class FakeConsumer:
         out: dict[TopicPartition, list] = {}
         budget = max_records
         for tp, values in sorted(self.log.items()):
-            if tp in self.paused:
-                continue
             batch = []
             while self.position[tp] < len(values) and budget > 0:
                 offset = self.position[tp]
-                batch.append(SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset,
-                                             key=f"k{offset}".encode(), value=values[offset], headers=[],
-                                             timestamp=0))
+                batch.append(
+                    SimpleNamespace(
+                        topic=tp.topic,
+                        partition=tp.partition,
+                        offset=offset,
+                        key=f"k{offset}".encode(),
+                        value=values[offset],
+                        headers=[],
+                        timestamp=0,
+                    )
+                )
                 self.position[tp] += 1
                 budget -= 1
             if batch:
@@ -78,12 +88,6 @@ class FakeConsumer:
     def seek(self, tp, offset):
         self.seeks.append((tp, offset))
         self.position[tp] = offset
-
-    def pause(self, *tps):
-        self.paused.update(tps)
-
-    def resume(self, *tps):
-        self.paused.difference_update(tps)
 
     def commit(self, offsets):
         self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
@@ -144,11 +148,24 @@ def _png(colour: tuple[int, int, int]) -> bytes:
 
 def _pack() -> PolicyPack:
     def policy(pid: str, action: Action) -> Policy:
-        return Policy(id=pid, title=pid, version=1, rule="r", question="q?", threshold=0.5, action=action,
-                      severity="high", calibration=Calibration())
+        return Policy(
+            id=pid,
+            title=pid,
+            version=1,
+            rule="r",
+            question="q?",
+            threshold=0.5,
+            action=action,
+            severity="high",
+            calibration=Calibration(),
+        )
 
-    return PolicyPack(name="t", version="1", instructions="i",
-                      policies=[policy("alpha", Action.REVIEW), policy("beta", Action.BLOCK)])
+    return PolicyPack(
+        name="t",
+        version="1",
+        instructions="i",
+        policies=[policy("alpha", Action.REVIEW), policy("beta", Action.BLOCK)],
+    )
 
 
 def _event(n: int, url: str | None = None) -> bytes:
@@ -162,21 +179,35 @@ def _world(records: dict[int, list[bytes]], *, stop: StopConditions | None = Non
     fetcher = FakeFetcher({f"s3://bucket/img{i}.png": _png((i * 80, 10, 10)) for i in range(3)})
     scorer = FakeScorer()
     pipeline = Pipeline(
-        fetcher=fetcher, scorer=scorer, pack=_pack(),
-        limits=ImageLimits(max_bytes=10**6, max_pixels=10**7, max_edge=64,
-                           allowed_formats=frozenset({"PNG"})),
-        worker_id="w1", verdict_cache=BoundedLRUCache(100), fetch_concurrency=2,
+        fetcher=fetcher,
+        scorer=scorer,
+        pack=_pack(),
+        limits=ImageLimits(
+            max_bytes=10**6, max_pixels=10**7, max_edge=64, allowed_formats=frozenset({"PNG"})
+        ),
+        worker_id="w1",
+        verdict_cache=BoundedLRUCache(100),
+        fetch_concurrency=2,
     )
     worker = Worker(
         consumer=consumer,
-        publisher=OutcomePublisher(producer=producer, topics=Topics("results", "review", "dlq"), worker_id="w1",
-                                   delivery_timeout_s=1),
-        pipeline=pipeline, input_topic=TOPIC, batch_size=4, poll_timeout_ms=100,
+        publisher=OutcomePublisher(
+            producer=producer, topics=Topics("results", "review", "dlq"), worker_id="w1", delivery_timeout_s=1
+        ),
+        pipeline=pipeline,
+        input_topic=TOPIC,
+        batch_size=4,
+        poll_timeout_ms=100,
         backoff=PartitionBackoff(initial_s=1.0, max_s=4.0, clock=clock),
-        metrics=WorkerMetrics(), health=HealthState(stall_after_s=60),
-        stop=stop or StopConditions(idle_timeout_s=30), clock=clock,
+        metrics=WorkerMetrics(),
+        health=HealthState(stall_after_s=60),
+        stop=stop or StopConditions(idle_timeout_s=30),
+        clock=clock,
+        sleep=clock.advance,
     )
-    return SimpleNamespace(worker=worker, consumer=consumer, producer=producer, fetcher=fetcher, scorer=scorer)
+    return SimpleNamespace(
+        worker=worker, consumer=consumer, producer=producer, fetcher=fetcher, scorer=scorer
+    )
 
 
 def _event_ids(sent: list) -> list[str]:
@@ -198,16 +229,24 @@ def test_results_keep_the_input_key_and_flagged_ones_also_go_to_review():
     world.worker.run()
     results = world.producer.sent["results"]
     assert [key for key, _v, _h in results] == [f"k{n}".encode() for n in range(6)]
-    flagged = [eid for (_k, v, _h), eid in zip(results, _event_ids(results), strict=True)
-               if json.loads(v)["decision"] != "allow"]
+    flagged = [
+        eid
+        for (_k, v, _h), eid in zip(results, _event_ids(results), strict=True)
+        if json.loads(v)["decision"] != "allow"
+    ]
     assert flagged, "the hash scorer should flag some of six events at threshold 0.5"
     assert _event_ids(world.producer.sent["review"]) == flagged
 
 
 def test_a_transient_fetch_failure_rewinds_only_its_partition_and_nothing_is_dead_lettered():
-    records = {0: [_event(0, "s3://bucket/img0.png"), _event(1, "s3://bucket/img1.png"),
-                   _event(2, "s3://bucket/img2.png")],
-               1: [_event(3, "s3://bucket/img0.png")]}
+    records = {
+        0: [
+            _event(0, "s3://bucket/img0.png"),
+            _event(1, "s3://bucket/img1.png"),
+            _event(2, "s3://bucket/img2.png"),
+        ],
+        1: [_event(3, "s3://bucket/img0.png")],
+    }
     world = _world(records)
     world.fetcher.failures["s3://bucket/img1.png"] = 3  # offset 1 of partition 0 fails three times
     summary = world.worker.run()
@@ -238,21 +277,30 @@ def test_a_bad_event_is_dead_lettered_with_its_original_bytes_and_origin():
     bad = b'{"event_id": "x1"}'
     world = _world({0: [_event(0), bad, _event(2)]})
     world.worker.run()
-    (key, value, headers), = world.producer.sent["dlq"]
+    ((key, value, headers),) = world.producer.sent["dlq"]
     assert value == bad and key == b"k1"
     header = {k: v.decode() for k, v in headers}
     assert header["dlq.error.code"] == "invalid_event"
     assert "image_url: Field required" in header["dlq.error.message"]
-    assert (header["dlq.original.topic"], header["dlq.original.partition"], header["dlq.original.offset"]) == (
-        TOPIC, "0", "1")
+    assert (
+        header["dlq.original.topic"],
+        header["dlq.original.partition"],
+        header["dlq.original.offset"],
+    ) == (TOPIC, "0", "1")
     assert header["dlq.event_id"] == "x1"
     assert header["dlq.attempts"] == "1"
 
 
 def test_a_repeated_image_is_served_from_the_verdict_cache():
-    world = _world({0: [_event(0, "s3://bucket/img0.png") for _ in range(1)] +
-                    [json.dumps({"event_id": f"r{n}", "image_url": "s3://bucket/img0.png"}).encode()
-                     for n in range(5)]})
+    world = _world(
+        {
+            0: [_event(0, "s3://bucket/img0.png") for _ in range(1)]
+            + [
+                json.dumps({"event_id": f"r{n}", "image_url": "s3://bucket/img0.png"}).encode()
+                for n in range(5)
+            ]
+        }
+    )
     world.worker.run()
     results = [json.loads(v) for _k, v, _h in world.producer.sent["results"]]
     # The first batch (4 records) scores the image once for all four; later batches hit the cache.
