@@ -1,0 +1,42 @@
+variable "region" {
+  description = "AWS region."
+  type        = string
+  default     = "us-east-1"
+}
+
+variable "environment" {
+  description = "Environment name, used in resource names."
+  type        = string
+  default     = "prod"
+}
+
+variable "vpc_id" {
+  description = "Existing VPC."
+  type        = string
+}
+
+variable "vpc_cidr" {
+  description = "CIDR of the VPC (metrics scraping and Kafka clients)."
+  type        = string
+}
+
+variable "private_subnet_ids" {
+  description = "Two or three private subnets in distinct AZs, with a NAT gateway or VPC endpoints."
+  type        = list(string)
+}
+
+variable "worker_image" {
+  description = "Worker image pinned by tag or digest, e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/moderation-worker:1.0.0."
+  type        = string
+}
+
+variable "images_bucket_name" {
+  description = "Globally unique name of the images bucket to create."
+  type        = string
+}
+
+variable "alarm_sns_topic_arn" {
+  description = "SNS topic for alarm notifications (optional)."
+  type        = string
+  default     = null
+}
