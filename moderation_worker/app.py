@@ -22,12 +22,15 @@ from moderation_worker.worker import StopConditions, Worker
 log = structlog.get_logger(__name__)
 
 
-def load_scorer(settings: Settings, *, metrics: WorkerMetrics | None = None) -> Scorer:
+def load_scorer(
+    settings: Settings, *, metrics: WorkerMetrics | None = None, feature_cache: BoundedLRUCache | None = None
+) -> Scorer:
     """The configured model, loaded through the Auto classes. Never swapped for another silently."""
-    from moderation_worker.model.hf import HFScorer, make_feature_cache  # torch and transformers load here
+    from moderation_worker.model.hf import HFScorer  # torch and transformers load here
 
     started = time.perf_counter()
-    feature_cache = make_feature_cache(settings.feature_cache_bytes)
+    if feature_cache is None:
+        feature_cache = make_feature_cache(settings.feature_cache_bytes)
     scorer = HFScorer.from_pretrained(
         settings.model_id,
         revision=settings.model_revision,
@@ -44,7 +47,14 @@ def load_scorer(settings: Settings, *, metrics: WorkerMetrics | None = None) -> 
     return scorer
 
 
-def build_pipeline(settings: Settings, *, scorer: Scorer, pack: PolicyPack) -> Pipeline:
+def make_feature_cache(max_bytes: int) -> BoundedLRUCache:
+    """Vision features, bounded by the bytes of their tensors (on the model's device)."""
+    return BoundedLRUCache(max_bytes, sizeof=lambda features: features.nbytes)
+
+
+def build_pipeline(
+    settings: Settings, *, scorer: Scorer, pack: PolicyPack, verdict_cache: BoundedLRUCache | None = None
+) -> Pipeline:
     return Pipeline(
         fetcher=S3Fetcher(client=make_s3_client(settings), max_bytes=settings.max_image_bytes),
         scorer=scorer,
@@ -56,7 +66,7 @@ def build_pipeline(settings: Settings, *, scorer: Scorer, pack: PolicyPack) -> P
             allowed_formats=settings.allowed_formats,
         ),
         worker_id=settings.worker_id,
-        verdict_cache=BoundedLRUCache(settings.verdict_cache_entries),
+        verdict_cache=verdict_cache or BoundedLRUCache(settings.verdict_cache_entries),
         fetch_concurrency=settings.fetch_concurrency,
     )
 
@@ -125,10 +135,14 @@ def build_runtime(
         else None
     )
     pack = load_policy_pack(settings.policy_pack)
+    caches = {
+        "verdict": BoundedLRUCache(settings.verdict_cache_entries),
+        "feature": make_feature_cache(settings.feature_cache_bytes),
+    }
     if scorer is None:
-        scorer = load_scorer(settings, metrics=metrics)
+        scorer = load_scorer(settings, metrics=metrics, feature_cache=caches["feature"])
     health.set_model_loaded(True)
-    pipeline = build_pipeline(settings, scorer=scorer, pack=pack)
+    pipeline = build_pipeline(settings, scorer=scorer, pack=pack, verdict_cache=caches["verdict"])
     producer = make_producer(settings)
     publisher = OutcomePublisher(
         producer=producer,
@@ -150,6 +164,7 @@ def build_runtime(
         ),
         metrics=metrics,
         health=health,
+        caches=caches,
         stop=stop or StopConditions(max_events=settings.max_events, idle_timeout_s=settings.idle_timeout_s),
     )
     return Runtime(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import tempfile
 import uuid
 from pathlib import Path
@@ -30,7 +31,13 @@ BUCKET = "moderation-demo"
 _RULE = "-" * 100
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # Raise instead of dying, so the `finally` blocks stop the broker and S3 and remove their data.
+    raise SystemExit(128 + signum)
+
+
 def run_demo(settings: Settings, *, keep_data: bool = False) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # the worker takes SIGTERM over while it runs
     data_dir = Path(tempfile.mkdtemp(prefix="moderation-demo-"))
     print(f"Starting the embedded stack (tansu + SeaweedFS on 127.0.0.1) in {data_dir} ...")
     try:
@@ -50,6 +57,7 @@ def run_demo(settings: Settings, *, keep_data: bool = False) -> int:
             scorer, meaningless = _scorer_for(demo_settings, data_dir)
             from moderation_worker.app import build_runtime
 
+            demo_settings = demo_settings.model_copy(update={"max_events": len(events), "idle_timeout_s": 60.0})
             runtime = build_runtime(demo_settings, scorer=scorer)
             summary = runtime.run()
             results = read_topic(
@@ -81,7 +89,7 @@ def _settings_for(settings: Settings, stack: LocalStack) -> Settings:
             "session_timeout_ms": 6000,
             "heartbeat_interval_ms": 1000,
             "health_port": None,
-            "idle_timeout_s": 60.0,
+            "batch_size": 4,  # small batches, so the repeated photo comes after its original was scored
         }
     )
 
@@ -132,7 +140,9 @@ def _publish(bootstrap: str, topic: str, events: list[dict]) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
         for event in events:
-            producer.send(topic, key=event["event_id"].encode(), value=json.dumps(event).encode())
+            # Keyed by content, as upload services should: one content's events stay in order.
+            key = (event.get("content_id") or event["event_id"]).encode()
+            producer.send(topic, key=key, value=json.dumps(event).encode())
         producer.send(topic, key=b"not-json", value=b"{this is not json")
         events.append({"event_id": "(not json)"})
         producer.flush(timeout=30)

@@ -37,5 +37,9 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("kafka", "botocore", "urllib3", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.ERROR if noisy == "kafka" else logging.WARNING)
+    for noisy in ("botocore", "urllib3", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kafka-python logs its own retries and shutdown races at ERROR ("Metadata refresh: failed
+    # Cancelled" on every close); the failures that matter reach the worker as exceptions and are
+    # logged there with context.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -23,6 +23,7 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from moderation_worker.cache import BoundedLRUCache
 from moderation_worker.errors import TransientError
 from moderation_worker.health import HealthState, WorkerMetrics
 from moderation_worker.pipeline import InboundRecord, Outcome, OutcomeKind, Pipeline
@@ -65,6 +66,7 @@ class Worker:
         backoff: PartitionBackoff,
         metrics: WorkerMetrics,
         health: HealthState,
+        caches: Mapping[str, BoundedLRUCache] | None = None,
         stop: StopConditions = StopConditions(),
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -78,6 +80,7 @@ class Worker:
         self._backoff = backoff
         self._metrics = metrics
         self._health = health
+        self._caches = dict(caches or {})
         self._stop_conditions = stop
         self._clock = clock
         self._sleep = sleep
@@ -131,6 +134,10 @@ class Worker:
         self._account(final, rewound=set(rewind_to))
         self._metrics.observe_stage("batch", time.perf_counter() - started)
         self._metrics.set_in_flight(0)
+        for name, cache in self._caches.items():
+            self._metrics.set_cache_size(
+                name, entries=len(cache), size_bytes=cache.current_size if name == "feature" else None
+            )
 
     # --- steps -------------------------------------------------------------------------------------
 
