@@ -66,7 +66,9 @@ def build_pipeline(
             allowed_formats=settings.allowed_formats,
         ),
         worker_id=settings.worker_id,
-        verdict_cache=verdict_cache or BoundedLRUCache(settings.verdict_cache_entries),
+        verdict_cache=(
+            BoundedLRUCache(settings.verdict_cache_entries) if verdict_cache is None else verdict_cache
+        ),
         fetch_concurrency=settings.fetch_concurrency,
     )
 

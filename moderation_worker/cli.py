@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from moderation_worker.config import Settings
+from moderation_worker.config import ENV_PREFIX, Settings
 from moderation_worker.errors import ConfigurationError
 from moderation_worker.logging_setup import configure_logging
 
@@ -35,6 +35,22 @@ def _settings_parent() -> argparse.ArgumentParser:
             help=field.description,
         )
     return parent
+
+
+def settings_markdown() -> str:
+    """One row per setting: the environment variable, the flag, the default and what it does."""
+    rows = ["| Environment variable | Flag | Default | Description |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None:
+            default = "hostname-pid" if name == "worker_id" else "(computed)"
+        elif isinstance(field.default, frozenset):
+            default = ",".join(sorted(field.default))
+        else:
+            default = "unset" if field.default is None else str(field.default)
+        description = (field.description or "").replace("|", "\\|")
+        flag = "--" + name.replace("_", "-")
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{flag}` | `{default}` | {description} |")
+    return "\n".join(rows)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -68,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate = policy_commands.add_parser("validate", help="validate packs; exit 1 if any is invalid")
     validate.add_argument("paths", nargs="*", help="pack files (default: the configured pack)")
 
+    config = commands.add_parser(
+        "config", parents=[parent], help="print the effective settings (secrets masked)"
+    )
+    config.add_argument("--markdown", action="store_true", help="the README's table of every setting")
+
     demo = commands.add_parser("demo", parents=[parent], help="the whole job on an embedded local stack")
     demo.add_argument("--keep-data", action="store_true", help="keep the stack's data folder")
     return parser
@@ -83,13 +104,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         # The demo prints a report; unless asked otherwise, keep its log to warnings, readable by eye.
         defaults = {"log_level": "WARNING", "log_format": "console"}
-        settings = settings.model_copy(update={k: v for k, v in defaults.items() if k not in settings.model_fields_set})
+        settings = settings.model_copy(
+            update={k: v for k, v in defaults.items() if k not in settings.model_fields_set}
+        )
     configure_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "run":
             return _run(settings, fake=args.scorer == "fake")
         if args.command == "check":
             return _check(settings, args.image, args.policies)
+        if args.command == "config":
+            print(settings_markdown() if args.markdown else settings.model_dump_json(indent=2))
+            return 0
         if args.command == "policies":
             return _validate_policies(args.paths or [str(settings.policy_pack)])
         if args.command == "demo":

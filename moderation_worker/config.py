@@ -30,36 +30,44 @@ class Settings(BaseSettings):
 
     # --- Kafka -----------------------------------------------------------------------------------
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with SASL_*."
+    )
+    kafka_sasl_username: str | None = Field(None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (secret; never logged).")
     kafka_ssl_cafile: str | None = Field(None, description="CA bundle for SSL / SASL_SSL.")
     group_id: str = Field("moderation-worker", description="Consumer group all workers join.")
-    input_topic: str = "moderation.requests"
-    results_topic: str = "moderation.results"
-    review_topic: str = "moderation.review"
-    dlq_topic: str = "moderation.dlq"
+    input_topic: str = Field("moderation.requests", description="Moderation requests are consumed from here.")
+    results_topic: str = Field("moderation.results", description="One verdict per processed event.")
+    review_topic: str = Field("moderation.review", description="Verdicts whose decision is review or block.")
+    dlq_topic: str = Field("moderation.dlq", description="Bad events, untouched, with the reason in headers.")
     batch_size: int = Field(16, ge=1, le=10_000, description="Records polled and processed as one batch.")
-    poll_timeout_ms: int = Field(500, ge=1)
+    poll_timeout_ms: int = Field(500, ge=1, description="Longest wait for records in one poll.")
     max_poll_interval_ms: int = Field(
         300_000, ge=1000, description="Kafka evicts a worker that does not poll within this."
     )
-    session_timeout_ms: int = Field(45_000, ge=1000)
-    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    session_timeout_ms: int = Field(45_000, ge=1000, description="Group session timeout (failure detection).")
+    heartbeat_interval_ms: int = Field(3_000, ge=100, description="Group heartbeat interval.")
     producer_acks: Literal["all", "1"] = Field("all", description="'all' for no loss on broker failover.")
-    producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none", description="Compression of published records."
+    )
     delivery_timeout_s: float = Field(60.0, gt=0, description="Longest wait for the broker to ack a batch.")
 
     # --- S3 --------------------------------------------------------------------------------------
     s3_endpoint_url: str | None = Field(None, description="MinIO / SeaweedFS URL; unset for AWS.")
-    s3_region: str = "us-east-1"
+    s3_region: str = Field("us-east-1", description="Region used to sign S3 requests.")
     s3_access_key_id: SecretStr | None = Field(None, description="Unset: the standard AWS chain.")
-    s3_secret_access_key: SecretStr | None = None
-    s3_connect_timeout_s: float = Field(5.0, gt=0)
-    s3_read_timeout_s: float = Field(30.0, gt=0)
+    s3_secret_access_key: SecretStr | None = Field(None, description="Secret; never logged.")
+    s3_connect_timeout_s: float = Field(5.0, gt=0, description="TCP connect timeout per S3 request.")
+    s3_read_timeout_s: float = Field(30.0, gt=0, description="Socket read timeout per S3 request.")
     s3_max_attempts: int = Field(3, ge=1, description="botocore attempts per request (adaptive mode).")
-    s3_addressing_style: Literal["auto", "path", "virtual"] = "path"
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "path", description="path suits MinIO/SeaweedFS; virtual suits AWS."
+    )
     fetch_concurrency: int = Field(8, ge=1, le=256, description="Concurrent S3 fetches per batch.")
 
     # --- Images ----------------------------------------------------------------------------------
@@ -74,29 +82,37 @@ class Settings(BaseSettings):
 
     # --- Model and policies ----------------------------------------------------------------------
     model_id: str = Field(DEFAULT_MODEL_ID, description="Hugging Face id or local path.")
-    model_revision: str | None = None
+    model_revision: str | None = Field(None, description="Hub branch, tag or commit; pin it in production.")
     model_local_files_only: bool = Field(False, description="Never reach the Hugging Face Hub (air-gapped).")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="auto: bfloat16 on a GPU, float32 on CPU."
+    )
     score_batch_pairs: int = Field(64, ge=1, description="Most (image, policy) pairs per forward pass.")
-    policy_pack: Path = DEFAULT_POLICY_PACK
+    policy_pack: Path = Field(DEFAULT_POLICY_PACK, description="The policy pack YAML file.")
 
     # --- Caches ----------------------------------------------------------------------------------
     feature_cache_bytes: int = Field(512 * 1024 * 1024, ge=0, description="0 disables it.")
     verdict_cache_entries: int = Field(100_000, ge=0, description="0 disables it.")
 
     # --- Retries of transient failures -----------------------------------------------------------
-    retry_initial_backoff_s: float = Field(0.5, gt=0)
-    retry_max_backoff_s: float = Field(30.0, gt=0)
+    retry_initial_backoff_s: float = Field(
+        0.5, gt=0, description="First backoff after an infrastructure failure."
+    )
+    retry_max_backoff_s: float = Field(
+        30.0, gt=0, description="Backoff cap; retries never end in a dead letter."
+    )
 
     # --- Process ---------------------------------------------------------------------------------
-    worker_id: str = Field(default_factory=_default_worker_id)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["json", "console"] = "json"
+    worker_id: str = Field(
+        default_factory=_default_worker_id, description="Named in verdicts and dead letters."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log threshold.")
+    log_format: Literal["json", "console"] = Field("json", description="json: one JSON object per line.")
     max_events: int | None = Field(None, ge=1, description="Stop after this many events (backfills).")
     idle_timeout_s: float | None = Field(None, gt=0, description="Stop after this long with no records.")
     health_port: int | None = Field(8080, ge=0, le=65535, description="Health and metrics; None: off.")
-    health_host: str = "0.0.0.0"
+    health_host: str = Field("0.0.0.0", description="Address the health and metrics server binds.")
     health_stall_s: float | None = Field(
         None,
         gt=0,

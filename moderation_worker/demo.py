@@ -57,7 +57,9 @@ def run_demo(settings: Settings, *, keep_data: bool = False) -> int:
             scorer, meaningless = _scorer_for(demo_settings, data_dir)
             from moderation_worker.app import build_runtime
 
-            demo_settings = demo_settings.model_copy(update={"max_events": len(events), "idle_timeout_s": 60.0})
+            demo_settings = demo_settings.model_copy(
+                update={"max_events": len(events), "idle_timeout_s": 60.0}
+            )
             runtime = build_runtime(demo_settings, scorer=scorer)
             summary = runtime.run()
             results = read_topic(

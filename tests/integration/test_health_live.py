@@ -1,0 +1,82 @@
+"""The health endpoints and metrics, scraped over HTTP while a worker runs against the real broker."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from moderation_worker.app import build_runtime
+from moderation_worker.model.fake import FakeScorer
+from tests.integration.conftest import publish
+
+pytestmark = pytest.mark.integration
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _samples(text: str) -> dict[tuple[str, tuple], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_readiness_and_metrics_follow_the_worker_through_a_run(
+    kafka_bootstrap, topics, photo_bucket, make_settings
+):
+    events = [
+        {"event_id": f"h-{n}", "image_url": f"s3://{photo_bucket}/photos/{name}"}
+        for n, name in enumerate(["astronaut.png", "coffee.png", "astronaut.png", "camera.png"])
+    ]
+    events.append({"event_id": "h-missing", "image_url": f"s3://{photo_bucket}/photos/nope.png"})
+    publish(kafka_bootstrap, topics.input, events, key=b"one")
+    settings = make_settings(health_port=0, health_host="127.0.0.1", idle_timeout_s=60.0, batch_size=2)
+    runtime = build_runtime(settings, scorer=FakeScorer())
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while runtime.health_server._server is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        base = runtime.health_server.url
+        assert _get(f"{base}/livez")[0] == 200
+        while runtime.worker.summary.events < len(events) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert runtime.worker.summary.events == len(events)
+
+        status, body = _get(f"{base}/readyz")
+        assert status == 200, body
+        assert json.loads(body)["partitions"] == 3
+
+        status, text = _get(f"{base}/metrics")
+        assert status == 200
+        samples = _samples(text)
+        results = sum(
+            v
+            for (name, labels), v in samples.items()
+            if name == "moderation_events_total" and ("outcome", "result") in labels
+        )
+        assert results == 4
+        assert samples[("moderation_dead_letters_total", (("code", "object_not_found"),))] == 1
+        assert samples[("moderation_cache_hits_total", (("cache", "verdict"),))] == 1  # the repeated photo
+        assert samples[("moderation_cache_entries", (("cache", "verdict"),))] == 3
+        assert samples[("moderation_stage_duration_seconds_count", (("stage", "fetch"),))] == 4
+        assert samples[("moderation_batch_size_events_count", ())] >= 3
+    finally:
+        runtime.worker.request_stop()
+        thread.join(timeout=30)
+    # Once stopped, it is no longer ready (and the server is closed with it).
+    assert not runtime.health.readiness().ok

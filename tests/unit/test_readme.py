@@ -1,0 +1,29 @@
+"""The README stays true: its settings table is the one the code generates, its commands exist."""
+
+from pathlib import Path
+
+from moderation_worker.cli import build_parser, settings_markdown
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+CI_RUN = Path(__file__).resolve().parents[2] / ".ci" / "run"
+
+
+def _between(text: str, marker: str) -> str:
+    start = text.index(f"<!-- {marker}:start -->") + len(f"<!-- {marker}:start -->")
+    return text[start : text.index(f"<!-- {marker}:end -->")].strip()
+
+
+def test_the_readme_settings_table_matches_the_settings():
+    assert _between(README.read_text(), "settings-table") == settings_markdown()
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = README.read_text()
+    assert "python -m pytest" in readme
+    assert "\npython -m pytest\n" in CI_RUN.read_text()
+
+
+def test_every_subcommand_the_readme_shows_exists():
+    parser = build_parser()
+    for command in (["run"], ["check", "x.jpg"], ["policies", "validate"], ["config"], ["demo"]):
+        parser.parse_args(command)  # exits non-zero (fails the test) on an unknown command
