@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import structlog
 from kafka import KafkaConsumer, KafkaProducer
 
-from moderation_worker.cache import BoundedLRUCache
+from moderation_worker.cache import BoundedLRUCache, make_feature_cache
 from moderation_worker.config import Settings
 from moderation_worker.fetch import S3Fetcher, make_s3_client
 from moderation_worker.health import HealthServer, HealthState, WorkerMetrics
@@ -45,11 +45,6 @@ def load_scorer(
         metrics.set_model_load_seconds(elapsed)
     log.info("model_loaded", **vars(scorer.info), seconds=round(elapsed, 2))
     return scorer
-
-
-def make_feature_cache(max_bytes: int) -> BoundedLRUCache:
-    """Vision features, bounded by the bytes of their tensors (on the model's device)."""
-    return BoundedLRUCache(max_bytes, sizeof=lambda features: features.nbytes)
 
 
 def build_pipeline(

@@ -76,3 +76,9 @@ class BoundedLRUCache(Generic[V]):
     def __len__(self) -> int:
         with self._lock:
             return len(self._data) if self._data is not None else 0
+
+
+def make_feature_cache(max_bytes: int) -> BoundedLRUCache:
+    """Vision features bounded by their tensors' bytes (``.nbytes``); they live on the model's device,
+    so on a GPU this budget is GPU memory."""
+    return BoundedLRUCache(max_bytes, sizeof=lambda features: features.nbytes)

@@ -1,0 +1,342 @@
+"""HFScorer against the tiny random GLM-4.6V-style model, loaded the way production loads real models."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+from structlog.testing import capture_logs
+from transformers import AutoProcessor, Glm4vForConditionalGeneration
+
+import moderation_worker.model.hf as hf
+from moderation_worker.cache import make_feature_cache
+from moderation_worker.errors import ConfigurationError
+from moderation_worker.model.base import ScoringRequest
+from moderation_worker.model.hf import Glm4vImageOnlyProcessor, HFScorer
+
+POLICIES = [
+    "Does this image show a weapon?",
+    "Does this image contain nudity?",
+    "Is there blood or gore?",
+    "Does the picture show drugs or pills?",
+    "Is a minor visible?",
+    "Does it show hate symbols or extremist flags?",
+    "Is anyone drinking alcohol?",
+    "Is this gambling?",
+    "Is someone smoking?",
+    "Does the image depict violence?",
+]
+TOLERANCE = 1e-5
+
+
+# Every way scores are computed: features passed back through mm_encoder_outputs (transformers >= 5.23),
+# through inputs_embeds with explicit positions (older 5.x), or not reused at all.
+MODES = ["mm_encoder_outputs", "inputs_embeds", "plain"]
+
+
+def _load(tiny_model_dir, **kwargs) -> HFScorer:
+    return HFScorer.from_pretrained(str(tiny_model_dir), local_files_only=True, **kwargs)
+
+
+@pytest.fixture
+def load_in_mode(tiny_model_dir, monkeypatch):
+    """Loads the tiny model scoring in a given mode; reuse is required, so a failing probe fails the test."""
+
+    def load(mode: str, **kwargs) -> HFScorer:
+        if mode == "plain":
+            return _load(tiny_model_dir, reuse_features=False, **kwargs)
+        if mode == "mm_encoder_outputs" and "mm_encoder_outputs" not in _forward_parameters():
+            pytest.skip("this transformers' forward takes no mm_encoder_outputs")
+        monkeypatch.setattr(hf, "_feature_injection", lambda _model, _processor: (mode, None))
+        scorer = _load(tiny_model_dir, reuse_features=True, **kwargs)
+        assert scorer.feature_injection == mode
+        return scorer
+
+    return load
+
+
+def _forward_parameters():
+    return inspect.signature(Glm4vForConditionalGeneration.forward).parameters
+
+
+def _assert_scores_close(actual: list[float], expected: list[float]) -> None:
+    assert len(actual) == len(expected)
+    worst = max((abs(a - e) for a, e in zip(actual, expected, strict=True)), default=0.0)
+    assert worst <= TOLERANCE, (actual, expected)
+
+
+class _VisionEncoderCalls:
+    """Counts vision-encoder passes and the images they encoded, through a forward hook."""
+
+    def __init__(self, scorer: HFScorer) -> None:
+        self.passes = 0
+        self.images = 0
+        self._handle = scorer.model.model.visual.register_forward_hook(self._count, with_kwargs=True)
+
+    def _count(self, _module, args, kwargs, _output) -> None:
+        grid_thw = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+        self.passes += 1
+        self.images += int(grid_thw.shape[0])
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+@pytest.fixture
+def vision_calls():
+    counters: list[_VisionEncoderCalls] = []
+
+    def attach(scorer: HFScorer) -> _VisionEncoderCalls:
+        counters.append(_VisionEncoderCalls(scorer))
+        return counters[-1]
+
+    yield attach
+    for counter in counters:
+        counter.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_yes_score_equals_the_probability_of_yes_at_the_first_generated_step(load_in_mode, noise_image, mode):
+    # Given one image and the prompt rendered independently, the way a generating client would
+    scorer = load_in_mode(mode)
+    image = noise_image(96, 64)
+    prompt = POLICIES[0]
+    processor = scorer.processor
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}],
+        tokenize=False,
+        add_generation_prompt=True,
+        enable_thinking=False,
+    )
+    inputs = processor(images=[image], text=[text], return_tensors="pt")
+    generated = scorer.model.generate(
+        **inputs,
+        max_new_tokens=1,
+        output_logits=True,
+        return_dict_in_generate=True,
+        do_sample=False,
+    )
+    yes, no = processor.tokenizer.convert_tokens_to_ids(["Yes", "No"])
+    first_step = generated.logits[0][0]
+    expected = torch.softmax(first_step[[yes, no]].float(), dim=-1)[0].item()
+
+    # I expect the scorer's single forward pass to give the same probability
+    [scores] = scorer.score([ScoringRequest(image=image, image_key="img", prompts=[prompt])])
+    _assert_scores_close(scores.yes_probabilities, [expected])
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_batch_of_mixed_sizes_scores_the_same_as_each_image_alone(load_in_mode, noise_image, mode):
+    # Given images of different sizes and shapes (so different image-token counts and padding), each with
+    # its own number of prompts, and passes small enough that pairs of different images share one
+    scorer = load_in_mode(mode, max_pairs_per_pass=5)
+    requests = [
+        ScoringRequest(noise_image(112, 112), "square", POLICIES[:3]),
+        ScoringRequest(noise_image(140, 56), "wide", POLICIES[3:4]),
+        ScoringRequest(noise_image(50, 120), "tall", POLICIES[2:9]),
+        ScoringRequest(noise_image(20, 20), "tiny-upscaled", POLICIES[5:7]),
+        ScoringRequest(noise_image(60, 60), "no-prompts", []),
+    ]
+
+    # When scored together and one by one
+    together = scorer.score(requests)
+    alone = [scorer.score([request])[0] for request in requests]
+
+    # I expect the same scores, in each request's prompt order
+    for batched, single, request in zip(together, alone, requests, strict=True):
+        assert len(batched.yes_probabilities) == len(request.prompts)
+        _assert_scores_close(batched.yes_probabilities, single.yes_probabilities)
+
+
+def test_reused_features_score_the_same_as_the_plain_processor_path(tiny_model_dir, scorer, noise_image):
+    plain = _load(tiny_model_dir, reuse_features=False)
+    requests = [ScoringRequest(noise_image(w, h), f"img{w}x{h}", POLICIES) for w, h in [(112, 84), (70, 98)]]
+
+    assert scorer.reuses_features and not plain.reuses_features
+    for reused, expected in zip(scorer.score(requests), plain.score(requests), strict=True):
+        _assert_scores_close(reused.yes_probabilities, expected.yes_probabilities)
+
+
+def test_the_vision_encoder_runs_once_per_distinct_image_not_once_per_prompt(
+    tiny_model_dir, noise_image, vision_calls
+):
+    # Given three requests, two of them the same image, with ten prompts each
+    scorer = _load(tiny_model_dir, feature_cache=make_feature_cache(10_000_000))
+    calls = vision_calls(scorer)
+    cat, dog = noise_image(112, 112), noise_image(84, 112)
+    requests = [
+        ScoringRequest(cat, "cat", POLICIES),
+        ScoringRequest(dog, "dog", POLICIES),
+        ScoringRequest(cat, "cat", POLICIES),
+    ]
+
+    # When scored on an empty cache
+    results = scorer.score(requests)
+
+    # I expect one encoder pass over the two distinct images, and no cache hits
+    assert (calls.passes, calls.images) == (1, 2)
+    assert [r.feature_cache_hit for r in results] == [False, False, False]
+    _assert_scores_close(results[2].yes_probabilities, results[0].yes_probabilities)
+
+
+def test_a_feature_cache_hit_gives_the_same_scores_without_running_the_vision_encoder(
+    tiny_model_dir, noise_image, vision_calls
+):
+    cache = make_feature_cache(10_000_000)
+    scorer = _load(tiny_model_dir, feature_cache=cache)
+    calls = vision_calls(scorer)
+    requests = [ScoringRequest(noise_image(112, 112), "seen", POLICIES)]
+    first = scorer.score(requests)
+    assert calls.images == 1
+
+    # When the same image (same image_key) comes again, next to a new one
+    again = scorer.score([*requests, ScoringRequest(noise_image(56, 84), "new", POLICIES[:2])])
+
+    # I expect the seen image to hit, score the same, and only the new image to be encoded
+    assert [r.feature_cache_hit for r in again] == [True, False]
+    _assert_scores_close(again[0].yes_probabilities, first[0].yes_probabilities)
+    assert calls.images == 2
+    assert cache.stats.hits == 1
+    assert 0 < cache.current_size <= 10_000_000
+
+
+def test_feature_cache_entries_are_bounded_by_the_bytes_of_their_tensors(tiny_model_dir, noise_image):
+    # Given a cache that holds about one image's features
+    roomy = make_feature_cache(10_000_000)
+    _load(tiny_model_dir, feature_cache=roomy).score(
+        [ScoringRequest(noise_image(112, 112), "one", POLICIES[:1])]
+    )
+    one_image = roomy.current_size
+    cache = make_feature_cache(int(one_image * 1.5))
+    scorer = _load(tiny_model_dir, feature_cache=cache)
+
+    # When two images of that size are scored
+    scorer.score([ScoringRequest(noise_image(112, 112), f"img{i}", POLICIES[:1]) for i in range(2)])
+
+    # I expect one to be evicted
+    assert len(cache) == 1 and cache.stats.evictions == 1
+    assert cache.current_size == one_image
+
+
+def test_a_feature_cache_shared_by_two_models_never_gives_one_the_others_features(
+    tiny_model_dir, noise_image, vision_calls
+):
+    # Given one cache shared by the model in float32 and in bfloat16 (different features, same image keys)
+    cache = make_feature_cache(10_000_000)
+    full = _load(tiny_model_dir, feature_cache=cache)
+    half = _load(tiny_model_dir, feature_cache=cache, dtype="bfloat16")
+    request = ScoringRequest(noise_image(112, 112), "same-key", POLICIES[:2])
+    full.score([request])
+
+    # When the other model scores the same image key
+    calls = vision_calls(half)
+    [result] = half.score([request])
+
+    # I expect a miss: its own encoder runs, and both models' entries are kept
+    assert not result.feature_cache_hit and calls.images == 1
+    assert len(cache) == 2 and half.info.dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_scores_do_not_depend_on_rope_state_left_in_the_model(load_in_mode, noise_image, mode):
+    scorer = load_in_mode(mode)
+    requests = [ScoringRequest(noise_image(84, 56), "img", POLICIES[:4])]
+    before = scorer.score(requests)
+
+    # When an earlier caller (generate, another batch size) left stale rope deltas in the model
+    scorer.model.model.rope_deltas = torch.full((7, 1), 1000, dtype=torch.long)
+    after = scorer.score(requests)
+
+    _assert_scores_close(after[0].yes_probabilities, before[0].yes_probabilities)
+
+
+def test_scoring_nothing_returns_nothing(scorer, noise_image):
+    assert scorer.score([]) == []
+    [result] = scorer.score([ScoringRequest(noise_image(30, 30), "empty", [])])
+    assert result.yes_probabilities == [] and not result.feature_cache_hit
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"yes_token": "Yes please"}, "'Yes please'"),
+        ({"no_token": "Zyzzyva"}, "'Zyzzyva'"),
+    ],
+)
+def test_startup_refuses_answer_tokens_that_are_not_single_tokens(tiny_model_dir, kwargs, named):
+    with pytest.raises(ConfigurationError, match="single token") as error:
+        _load(tiny_model_dir, **kwargs)
+    assert named in str(error.value)
+    assert "tokenises to" in str(error.value)
+
+
+def test_the_tiny_model_loads_through_the_production_loader_with_its_full_processor(tiny_model_dir, scorer):
+    processor = AutoProcessor.from_pretrained(str(tiny_model_dir))
+
+    assert isinstance(processor, Glm4vImageOnlyProcessor)
+    assert processor.image_processor is not None and processor.tokenizer is not None
+    assert isinstance(scorer.processor, Glm4vImageOnlyProcessor)
+    assert (scorer.info.model_id, scorer.info.revision) == (str(tiny_model_dir), "local")
+    assert (scorer.info.dtype, scorer.info.device) == ("float32", "cpu")
+    assert scorer.info.cache_key == f"{tiny_model_dir}@local:float32"
+    assert scorer.reuses_features
+
+
+def test_a_model_family_that_cannot_take_features_falls_back_to_plain_batches_and_says_so_once(
+    tiny_model_dir, scorer, noise_image, monkeypatch
+):
+    monkeypatch.setattr(hf, "_feature_injection", lambda _model, _processor: (None, "no mm_encoder_outputs"))
+    with capture_logs() as logs:
+        fallback = _load(tiny_model_dir)
+        request = ScoringRequest(noise_image(84, 84), "img", POLICIES[:3])
+        results = fallback.score([request])
+        fallback.score([request])
+
+    assert not fallback.reuses_features
+    ready = [entry for entry in logs if entry["event"] == "hf_scorer_ready"]
+    assert [entry["reason"] for entry in ready] == ["no mm_encoder_outputs"]
+    _assert_scores_close(results[0].yes_probabilities, scorer.score([request])[0].yes_probabilities)
+
+
+def test_feature_reuse_that_would_change_scores_is_caught_at_startup(tiny_model_dir, monkeypatch):
+    # Given a family whose reused features differ from what its own forward computes
+    original = HFScorer._compute_features
+
+    def skewed(self, images):
+        return [replace(features, embeds=features.embeds * 1.5) for features in original(self, images)]
+
+    monkeypatch.setattr(HFScorer, "_compute_features", skewed)
+
+    # I expect the start-up probe to notice and fall back, or refuse when reuse is required
+    assert not _load(tiny_model_dir).reuses_features
+    with pytest.raises(ConfigurationError, match="answer logits"):
+        _load(tiny_model_dir, reuse_features=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dtype": "float8"}, "unknown dtype"),
+        ({"device": "cuda:0"} if not torch.cuda.is_available() else {"device": "nonsense"}, "device"),
+        ({"max_pairs_per_pass": 0}, "max_pairs_per_pass"),
+    ],
+)
+def test_startup_refuses_unusable_settings(tiny_model_dir, kwargs, message):
+    with pytest.raises(ConfigurationError, match=message):
+        _load(tiny_model_dir, **kwargs)
+
+
+def test_startup_refuses_a_model_that_is_not_there(tmp_path):
+    with pytest.raises(ConfigurationError, match="cannot load model"):
+        HFScorer.from_pretrained(str(tmp_path / "missing"), local_files_only=True)
+
+
+def test_importing_the_model_package_imports_neither_torch_nor_transformers():
+    # GPU-less workers and tools import the package; only HFScorer's module may pull the heavy stack in.
+    code = "import sys, moderation_worker.model; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
