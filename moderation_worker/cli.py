@@ -133,7 +133,14 @@ def _run(settings: Settings, *, fake: bool) -> int:
     from moderation_worker.model.fake import FakeScorer
 
     runtime = build_runtime(settings, scorer=FakeScorer() if fake else None)
-    summary = runtime.run()
+    try:
+        summary = runtime.run()
+    except KeyboardInterrupt:
+        print(
+            "stopped by a second signal: the batch in hand was not committed; it will be redone",
+            file=sys.stderr,
+        )
+        return 130
     print(
         json.dumps(
             {"results": summary.results, "dead_letters": summary.dead_letters, "retries": summary.retries}

@@ -47,5 +47,9 @@ class TransientError(ModerationError):
     """Infrastructure failed; the same event may well succeed later. Retried, never dead-lettered."""
 
 
+class StorageUnavailableError(TransientError):
+    """S3 failed (unreachable, timing out, throttling, rejecting our credentials): readiness says so."""
+
+
 class ConfigurationError(ModerationError):
     """The worker cannot start as configured (policy pack, model, settings)."""

@@ -19,7 +19,7 @@ import botocore.exceptions as boto_errors
 from botocore.config import Config
 
 from moderation_worker.config import Settings
-from moderation_worker.errors import ErrorCode, PermanentError, TransientError
+from moderation_worker.errors import ErrorCode, PermanentError, StorageUnavailableError
 
 # AWS's rules for bucket names (lenient on dots): 3-63 of a-z 0-9 . - starting and ending alnum.
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -120,7 +120,7 @@ class S3Fetcher:
         except boto_errors.ClientError as exc:
             raise _classify_client_error(exc, location) from exc
         except (boto_errors.BotoCoreError, OSError) as exc:
-            raise TransientError(f"S3 unreachable fetching {location.url}: {exc}") from exc
+            raise StorageUnavailableError(f"S3 unreachable fetching {location.url}: {exc}") from exc
         body = response["Body"]
         try:
             length = int(response.get("ContentLength", -1))
@@ -132,7 +132,7 @@ class S3Fetcher:
             # Read one byte past the limit: a server that lied about the length still can't flood us.
             data = body.read(self._max_bytes + 1)
         except (boto_errors.BotoCoreError, OSError) as exc:
-            raise TransientError(f"S3 connection broke reading {location.url}: {exc}") from exc
+            raise StorageUnavailableError(f"S3 connection broke reading {location.url}: {exc}") from exc
         finally:
             body.close()
         if len(data) > self._max_bytes:
@@ -140,7 +140,7 @@ class S3Fetcher:
                 ErrorCode.OBJECT_TOO_LARGE, f"{location.url} is over the limit of {self._max_bytes} bytes"
             )
         if length >= 0 and len(data) != length:
-            raise TransientError(f"S3 returned {len(data)} of {length} bytes for {location.url}")
+            raise StorageUnavailableError(f"S3 returned {len(data)} of {length} bytes for {location.url}")
         return FetchedObject(location, data, response.get("ContentType"), response.get("ETag"))
 
 
@@ -155,7 +155,7 @@ def _classify_client_error(exc: boto_errors.ClientError, location: S3Location) -
             ErrorCode.OBJECT_NOT_FOUND, f"no object {location.key!r} in bucket {location.bucket!r}"
         )
     if code in _CREDENTIALS:
-        return TransientError(
+        return StorageUnavailableError(
             f"S3 rejected the worker's credentials ({code}); check the worker's configuration"
         )
     if code in _DENIED:
@@ -164,7 +164,8 @@ def _classify_client_error(exc: boto_errors.ClientError, location: S3Location) -
         )
     # Everything else (throttling, 5xx, unknown codes) is retried: wrongly dead-lettering a good
     # event is worse than retrying a bad one, and the retries metric makes a stuck one visible.
-    return TransientError(f"S3 error {code or status} fetching {location.url}: {error.get('Message', '')}")
+    message = error.get("Message", "")
+    return StorageUnavailableError(f"S3 error {code or status} fetching {location.url}: {message}")
 
 
 class LocalFileFetcher:

@@ -24,7 +24,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from moderation_worker.cache import BoundedLRUCache
-from moderation_worker.errors import TransientError
+from moderation_worker.errors import StorageUnavailableError, TransientError
 from moderation_worker.health import HealthState, WorkerMetrics
 from moderation_worker.pipeline import InboundRecord, Outcome, OutcomeKind, Pipeline
 from moderation_worker.publish import OutcomePublisher
@@ -130,7 +130,8 @@ class Worker:
             self._metrics.set_in_flight(0)
             return
         self._commit(records, rewind_to)
-        self._hold_for_retry(rewind_to, reason="fetch")
+        storage_failed = any(isinstance(o.error, StorageUnavailableError) for o in outcomes)
+        self._hold_for_retry(rewind_to, reason="storage" if storage_failed else "processing")
         self._account(final, rewound=set(rewind_to))
         self._metrics.observe_stage("batch", time.perf_counter() - started)
         self._metrics.set_in_flight(0)
@@ -206,8 +207,8 @@ class Worker:
                 delay_s=round(delay, 2),
                 attempt=self._attempts[key],
             )
-        if rewind_to:
-            self._health.set_s3_ok(reason != "fetch")
+        if rewind_to and reason == "storage":
+            self._health.set_s3_ok(False)
         self._metrics.set_paused_partitions(len(self._held))
 
     def _release_due_partitions(self) -> None:
