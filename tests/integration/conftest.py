@@ -53,37 +53,44 @@ BAD_OBJECTS = {
 }
 
 
+def worker_settings(
+    kafka_bootstrap: str, s3_endpoint, topics: Topics, group_id: str, **overrides
+) -> Settings:
+    """A worker's settings for the session's broker and S3: short timeouts, no health server."""
+    values = dict(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        group_id=group_id,
+        input_topic=topics.input,
+        results_topic=topics.results,
+        review_topic=topics.review,
+        dlq_topic=topics.dlq,
+        s3_endpoint_url=s3_endpoint.endpoint_url,
+        s3_region=s3_endpoint.region,
+        s3_access_key_id=SecretStr(s3_endpoint.access_key),
+        s3_secret_access_key=SecretStr(s3_endpoint.secret_key),
+        s3_connect_timeout_s=1.0,
+        s3_read_timeout_s=5.0,
+        s3_max_attempts=1,
+        max_image_bytes=2 * 1024 * 1024,
+        max_image_edge=224,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+        poll_timeout_ms=200,
+        batch_size=8,
+        retry_initial_backoff_s=0.2,
+        retry_max_backoff_s=1.0,
+        health_port=None,
+        idle_timeout_s=8.0,
+        worker_id="test-worker",
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
 @pytest.fixture
 def make_settings(kafka_bootstrap, s3_endpoint, topics, group_id_factory):
     def make(**overrides) -> Settings:
-        values = dict(
-            kafka_bootstrap_servers=kafka_bootstrap,
-            group_id=group_id_factory(),
-            input_topic=topics.input,
-            results_topic=topics.results,
-            review_topic=topics.review,
-            dlq_topic=topics.dlq,
-            s3_endpoint_url=s3_endpoint.endpoint_url,
-            s3_region=s3_endpoint.region,
-            s3_access_key_id=SecretStr(s3_endpoint.access_key),
-            s3_secret_access_key=SecretStr(s3_endpoint.secret_key),
-            s3_connect_timeout_s=1.0,
-            s3_read_timeout_s=5.0,
-            s3_max_attempts=1,
-            max_image_bytes=2 * 1024 * 1024,
-            max_image_edge=224,
-            session_timeout_ms=6000,
-            heartbeat_interval_ms=1000,
-            poll_timeout_ms=200,
-            batch_size=8,
-            retry_initial_backoff_s=0.2,
-            retry_max_backoff_s=1.0,
-            health_port=None,
-            idle_timeout_s=8.0,
-            worker_id="test-worker",
-        )
-        values.update(overrides)
-        return Settings(**values)
+        return worker_settings(kafka_bootstrap, s3_endpoint, topics, group_id_factory(), **overrides)
 
     return make
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -13,9 +15,10 @@ import yaml
 from moderation_worker import samples
 from moderation_worker.app import build_runtime
 from moderation_worker.config import DEFAULT_POLICY_PACK
+from moderation_worker.localstack import create_topics
 from moderation_worker.policies import load_policy_pack
 from moderation_worker.readback import read_topic
-from tests.integration.conftest import dlq_headers, outcomes, publish
+from tests.integration.conftest import Topics, dlq_headers, outcomes, publish, worker_settings
 
 pytestmark = pytest.mark.integration
 DEFAULT_PACK = Path(__file__).resolve().parents[2] / DEFAULT_POLICY_PACK
@@ -65,34 +68,63 @@ def _bad_events(bucket: str, denied_bucket: str) -> dict[str, dict | bytes]:
     }
 
 
-def test_every_event_ends_in_results_or_dead_letters_with_the_right_code(
-    kafka_bootstrap, topics, photo_bucket, denied_bucket, make_settings, tiny_model_dir, s3_endpoint
-):
-    # Given a mix of good events and one bad event per dead-letter code
+@pytest.fixture(scope="module")
+def mixed_run(kafka_bootstrap, s3_endpoint, photo_bucket, denied_bucket, tiny_model_dir):
+    """Good events and one bad event per dead-letter code, through one worker run, read back."""
+    suffix = uuid.uuid4().hex[:12]
+    topics = Topics(*(f"{name}-{suffix}" for name in ("requests", "results", "review", "dlq")))
+    create_topics(kafka_bootstrap, [topics.input], partitions=3)
+    create_topics(kafka_bootstrap, [topics.results, topics.review, topics.dlq])
     good = _good_events(photo_bucket)
     bad = _bad_events(photo_bucket, denied_bucket)
     sent = publish(kafka_bootstrap, topics.input, [*good, *bad.values()])
-    settings = make_settings(model_id=str(tiny_model_dir), max_events=len(sent))
-
-    # When a worker runs until all are processed
+    settings = worker_settings(
+        kafka_bootstrap,
+        s3_endpoint,
+        topics,
+        f"mixed-{suffix}",
+        model_id=str(tiny_model_dir),
+        max_events=len(sent),
+    )
     summary = build_runtime(settings).run()
-
-    # I expect every event in exactly one of the two topics, bad ones with their code
     results, dead = outcomes(kafka_bootstrap, topics, expected=len(sent))
-    assert summary.events == len(sent)
-    assert sorted(r["event_id"] for r in results) == sorted(e["event_id"] for e in good)
-    codes = {dlq_headers(r)["dlq.error.code"]: r for r in dead}
-    assert sorted(codes) == sorted(bad)
-    for code, record in codes.items():
-        original = bad[code]
-        assert record.value == (original if isinstance(original, bytes) else json.dumps(original).encode())
-        headers = dlq_headers(record)
-        assert headers["dlq.original.topic"] == topics.input
-        assert headers["dlq.error.message"], code
-        assert int(headers["dlq.original.offset"]) >= 0
-        assert headers["dlq.worker"] == "test-worker"
-    assert "scheme 'https'" in dlq_headers(codes["unsupported_url"])["dlq.error.message"]
-    assert "100000x100000" in dlq_headers(codes["decompression_bomb"])["dlq.error.message"].replace(" ", "")
+    return SimpleNamespace(
+        topics=topics, good=good, bad=bad, sent=sent, summary=summary, results=results, dead=dead
+    )
+
+
+def test_every_event_ends_in_exactly_one_of_results_or_dead_letters(mixed_run):
+    assert mixed_run.summary.events == len(mixed_run.sent)
+    assert sorted(r["event_id"] for r in mixed_run.results) == sorted(e["event_id"] for e in mixed_run.good)
+    assert len(mixed_run.dead) == len(mixed_run.bad)
+    assert len(mixed_run.results) + len(mixed_run.dead) == len(mixed_run.sent)
+
+
+@pytest.mark.parametrize("code", sorted(_bad_events("b", "d")))
+def test_each_bad_event_is_dead_lettered_untouched_with_its_code_and_origin(mixed_run, code):
+    by_code = {dlq_headers(r)["dlq.error.code"]: r for r in mixed_run.dead}
+    assert code in by_code, f"no dead letter with code {code}; got {sorted(by_code)}"
+    record = by_code[code]
+    original = mixed_run.bad[code]
+    assert record.value == (original if isinstance(original, bytes) else json.dumps(original).encode())
+    headers = dlq_headers(record)
+    assert headers["dlq.original.topic"] == mixed_run.topics.input
+    assert int(headers["dlq.original.offset"]) >= 0 and headers["dlq.original.partition"] in {"0", "1", "2"}
+    assert headers["dlq.worker"] == "test-worker" and headers["dlq.attempts"] == "1"
+    assert headers["dlq.error.message"]
+    if isinstance(original, dict) and isinstance(original.get("event_id"), str):
+        assert headers["dlq.event_id"] == original["event_id"]
+    expected_fragment = {
+        "unsupported_url": "scheme 'https'",
+        "decompression_bomb": "100000x100000",
+        "object_too_large": "limit",
+        "not_an_image": "%PDF",
+        "access_denied": "may not read",
+        "unknown_policy": "lasers",
+        "invalid_event": "image_url",
+    }.get(code)
+    if expected_fragment:
+        assert expected_fragment in headers["dlq.error.message"]
 
 
 def test_results_carry_the_image_pack_model_and_cache_facts(

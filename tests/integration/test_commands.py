@@ -1,0 +1,73 @@
+"""The console script's commands, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from moderation_worker import samples
+from moderation_worker.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_check_prints_the_verdict_of_a_local_photo(tiny_model_dir, tmp_path, capsys):
+    photo = tmp_path / "chelsea.png"
+    photo.write_bytes(samples.sample_photos(("chelsea.png",))["chelsea.png"])
+    assert main(["check", str(photo), "--model-id", str(tiny_model_dir), "--policies", "weapons,drugs"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["image"]["width"] == 451 and verdict["image"]["format"] == "PNG"
+    assert [p["id"] for p in verdict["policies"]] == ["weapons", "drugs"]
+    assert verdict["model"]["id"] == str(tiny_model_dir)
+
+
+def test_check_of_a_bad_file_exits_1_with_the_dead_letter_code(tiny_model_dir, tmp_path, capsys):
+    bad = tmp_path / "report.pdf"
+    bad.write_bytes(samples.not_an_image())
+    assert main(["check", str(bad), "--model-id", str(tiny_model_dir)]) == 1
+    assert json.loads(capsys.readouterr().out)["code"] == "not_an_image"
+
+
+def test_run_refuses_to_start_on_an_invalid_policy_pack(tmp_path, capsys):
+    pack = tmp_path / "pack.yaml"
+    pack.write_text("name: x\nversion: '1'\ninstructions: i\npolicies: []\n")
+    assert main(["run", "--scorer", "fake", "--policy-pack", str(pack), "--health-port", "none"]) == 2
+    err = capsys.readouterr().err
+    assert str(pack) in err and "policies" in err
+
+
+@pytest.mark.slow
+def test_the_demo_runs_the_whole_job_and_stops_everything_it_started(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODERATION_")}
+    env["MODERATION_MODEL_LOCAL_FILES_ONLY"] = "true"  # never reach for the Hub in CI
+    env["HF_HUB_OFFLINE"] = "1"
+    completed = subprocess.run(
+        [sys.executable, "-m", "moderation_worker", "demo"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    out = completed.stdout
+    assert "VERDICTS ARE MEANINGLESS" in out
+    assert "MISSING" not in out
+    for code in (
+        "not_an_image",
+        "corrupt_image",
+        "decompression_bomb",
+        "unsupported_image",
+        "object_not_found",
+        "unsupported_url",
+        "unknown_policy",
+        "invalid_json",
+    ):
+        assert code in out
+    assert "verdict " in out  # the repeated photo was served from the verdict cache
+    assert "Stopped the embedded stack." in out
