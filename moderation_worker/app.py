@@ -10,7 +10,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from moderation_worker.cache import BoundedLRUCache, make_feature_cache
 from moderation_worker.config import Settings
-from moderation_worker.fetch import S3Fetcher, make_s3_client
+from moderation_worker.fetch import Fetcher, S3Fetcher, make_s3_client
 from moderation_worker.health import HealthServer, HealthState, WorkerMetrics
 from moderation_worker.model.base import Scorer
 from moderation_worker.pipeline import ImageLimits, Pipeline
@@ -48,14 +48,18 @@ def load_scorer(
 
 
 def build_pipeline(
-    settings: Settings, *, scorer: Scorer, pack: PolicyPack, verdict_cache: BoundedLRUCache | None = None
+    settings: Settings,
+    *,
+    scorer: Scorer,
+    pack: PolicyPack,
+    verdict_cache: BoundedLRUCache | None = None,
+    fetcher: Fetcher | None = None,
 ) -> Pipeline:
     return Pipeline(
-        fetcher=S3Fetcher(client=make_s3_client(settings), max_bytes=settings.max_image_bytes),
+        fetcher=fetcher or S3Fetcher(client=make_s3_client(settings), max_bytes=settings.max_image_bytes),
         scorer=scorer,
         pack=pack,
         limits=ImageLimits(
-            max_bytes=settings.max_image_bytes,
             max_pixels=settings.max_image_pixels,
             max_edge=settings.max_image_edge,
             allowed_formats=settings.allowed_formats,

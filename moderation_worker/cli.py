@@ -150,27 +150,20 @@ def _run(settings: Settings, *, fake: bool) -> int:
 
 
 def _check(settings: Settings, image: str, policies: str | None) -> int:
-    from moderation_worker.app import load_scorer
+    from moderation_worker.app import build_pipeline, load_scorer
     from moderation_worker.cache import BoundedLRUCache
     from moderation_worker.fetch import LocalFileFetcher, S3Fetcher, make_s3_client
-    from moderation_worker.pipeline import ImageLimits, InboundRecord, OutcomeKind, Pipeline
+    from moderation_worker.pipeline import InboundRecord, OutcomeKind
     from moderation_worker.policies import load_policy_pack
 
-    pack = load_policy_pack(settings.policy_pack)
+    pack = load_policy_pack(settings.policy_pack)  # before the model: a bad pack fails fast
     s3 = S3Fetcher(client=make_s3_client(settings), max_bytes=settings.max_image_bytes)
-    pipeline = Pipeline(
-        fetcher=LocalFileFetcher(max_bytes=settings.max_image_bytes, s3=s3),
+    pipeline = build_pipeline(
+        settings,
         scorer=load_scorer(settings),
         pack=pack,
-        limits=ImageLimits(
-            max_bytes=settings.max_image_bytes,
-            max_pixels=settings.max_image_pixels,
-            max_edge=settings.max_image_edge,
-            allowed_formats=settings.allowed_formats,
-        ),
-        worker_id=settings.worker_id,
         verdict_cache=BoundedLRUCache(0),
-        fetch_concurrency=1,
+        fetcher=LocalFileFetcher(max_bytes=settings.max_image_bytes, s3=s3),
     )
     event = {"event_id": f"check-{uuid.uuid4()}", "image_url": image}
     if policies:

@@ -75,7 +75,6 @@ class Outcome:
 
 @dataclass(frozen=True)
 class ImageLimits:
-    max_bytes: int
     max_pixels: int
     max_edge: int
     allowed_formats: frozenset[str]

@@ -182,9 +182,7 @@ def _world(records: dict[int, list[bytes]], *, stop: StopConditions | None = Non
         fetcher=fetcher,
         scorer=scorer,
         pack=_pack(),
-        limits=ImageLimits(
-            max_bytes=10**6, max_pixels=10**7, max_edge=64, allowed_formats=frozenset({"PNG"})
-        ),
+        limits=ImageLimits(max_pixels=10**7, max_edge=64, allowed_formats=frozenset({"PNG"})),
         worker_id="w1",
         verdict_cache=BoundedLRUCache(100),
         fetch_concurrency=2,
