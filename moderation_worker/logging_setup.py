@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
@@ -19,6 +20,8 @@ class _CurrentStderr:
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    # Progress bars from the Hugging Face libraries would break the one-JSON-object-per-line log.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
     structlog.configure(
         processors=[
