@@ -289,6 +289,9 @@ class Worker:
         self._backoff.forget(revoked)
         for tp in revoked:
             self._held.pop(tp, None)
+        # Attempt counts of records this worker will no longer see: the new owner counts afresh.
+        revoked_keys = {(tp.topic, tp.partition) for tp in revoked}
+        self._attempts = {k: v for k, v in self._attempts.items() if k[:2] not in revoked_keys}
         if not self._closing:  # leaving the group at shutdown revokes everything; that is no rebalance
             self.summary.partitions_revoked += len(revoked)
         self._metrics.set_paused_partitions(len(self._held))
