@@ -135,7 +135,7 @@ def build_runtime(
         if settings.health_port is not None
         else None
     )
-    pack = load_policy_pack(settings.policy_pack)
+    pack = load_policy_pack(settings.policy_pack_path())
     caches = {
         "verdict": BoundedLRUCache(settings.verdict_cache_entries),
         "feature": make_feature_cache(settings.feature_cache_bytes),

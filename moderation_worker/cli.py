@@ -63,7 +63,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def build_parser() -> argparse.ArgumentParser:
     parent = _settings_parent()
-    parser = argparse.ArgumentParser(prog="moderation-worker", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="moderation-worker",
+        description="Image content moderation: Kafka in, S3 fetch, VLM scoring, verdicts out.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", parents=[parent], help="consume, moderate and publish until stopped")
@@ -81,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     policies = commands.add_parser("policies", help="policy pack tools")
     policy_commands = policies.add_subparsers(dest="policies_command", required=True)
-    validate = policy_commands.add_parser("validate", help="validate packs; exit 1 if any is invalid")
+    validate = policy_commands.add_parser(
+        "validate", parents=[parent], help="validate packs; exit 1 if any is invalid"
+    )
     validate.add_argument("paths", nargs="*", help="pack files (default: the configured pack)")
 
     config = commands.add_parser(
@@ -97,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = settings_from_args(args) if args.command != "policies" else Settings()
+        settings = settings_from_args(args)
     except (ValidationError, SettingsError) as exc:
         print(f"error: invalid settings:\n{exc}", file=sys.stderr)
         return 2
@@ -117,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(settings_markdown() if args.markdown else settings.model_dump_json(indent=2))
             return 0
         if args.command == "policies":
-            return _validate_policies(args.paths or [str(settings.policy_pack)])
+            return _validate_policies(args.paths or [str(settings.policy_pack_path())])
         if args.command == "demo":
             from moderation_worker.demo import run_demo
 
@@ -156,7 +161,7 @@ def _check(settings: Settings, image: str, policies: str | None) -> int:
     from moderation_worker.pipeline import InboundRecord, OutcomeKind
     from moderation_worker.policies import load_policy_pack
 
-    pack = load_policy_pack(settings.policy_pack)  # before the model: a bad pack fails fast
+    pack = load_policy_pack(settings.policy_pack_path())  # before the model: a bad pack fails fast
     s3 = S3Fetcher(client=make_s3_client(settings), max_bytes=settings.max_image_bytes)
     pipeline = build_pipeline(
         settings,

@@ -11,7 +11,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "MODERATION_"
@@ -25,7 +25,11 @@ def _default_worker_id() -> str:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, frozen=True, extra="forbid", protected_namespaces=()
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        protected_namespaces=(),
+        env_parse_none_str="none",  # MODERATION_HEALTH_PORT=none turns the server off
     )
 
     # --- Kafka -----------------------------------------------------------------------------------
@@ -89,7 +93,10 @@ class Settings(BaseSettings):
         "auto", description="auto: bfloat16 on a GPU, float32 on CPU."
     )
     score_batch_pairs: int = Field(64, ge=1, description="Most (image, policy) pairs per forward pass.")
-    policy_pack: Path = Field(DEFAULT_POLICY_PACK, description="The policy pack YAML file.")
+    policy_pack: Path = Field(
+        DEFAULT_POLICY_PACK,
+        description="The policy pack YAML file (relative: the current folder, then the checkout).",
+    )
 
     # --- Caches ----------------------------------------------------------------------------------
     feature_cache_bytes: int = Field(512 * 1024 * 1024, ge=0, description="0 disables it.")
@@ -128,6 +135,34 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return frozenset(part.strip().upper() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("allowed_formats")
+    @classmethod
+    def _known_formats(cls, value: frozenset[str]) -> frozenset[str]:
+        # A typo (JPG for JPEG) would otherwise fail every event, as a retry, forever.
+        from PIL import Image
+
+        Image.init()
+        unknown = sorted(value - set(Image.OPEN))
+        if unknown:
+            raise ValueError(
+                f"unknown image formats {unknown}; Pillow's names include JPEG, PNG, WEBP, GIF, BMP, TIFF"
+            )
+        if not value:
+            raise ValueError("at least one image format must be allowed")
+        return value
+
+    @field_serializer("allowed_formats")
+    def _sorted_formats(self, value: frozenset[str]) -> list[str]:
+        return sorted(value)
+
+    def policy_pack_path(self) -> Path:
+        """The pack file: a relative path is looked up in the current folder, then in the checkout the
+        package runs from (so a development install works from any folder)."""
+        if self.policy_pack.is_absolute() or self.policy_pack.exists():
+            return self.policy_pack
+        checkout = Path(__file__).resolve().parent.parent / self.policy_pack
+        return checkout if checkout.exists() else self.policy_pack
 
     def kafka_common(self) -> dict[str, object]:
         """Connection settings shared by the consumer, the producer and the admin client."""

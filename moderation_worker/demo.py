@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from moderation_worker import samples
 from moderation_worker.config import Settings
 from moderation_worker.localstack import LocalStack, create_bucket, create_topics
+from moderation_worker.policies import load_policy_pack
 from moderation_worker.readback import read_topic
 
 BUCKET = "moderation-demo"
@@ -38,6 +39,7 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 
 def run_demo(settings: Settings, *, keep_data: bool = False) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # the worker takes SIGTERM over while it runs
+    load_policy_pack(settings.policy_pack_path())  # a bad pack stops the demo before it starts anything
     data_dir = Path(tempfile.mkdtemp(prefix="moderation-demo-"))
     print(f"Starting the embedded stack (tansu + SeaweedFS on 127.0.0.1) in {data_dir} ...")
     try:

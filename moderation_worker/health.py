@@ -169,7 +169,11 @@ class WorkerMetrics:
         self._retries = Counter(
             "moderation_retries_total", "Transient failures retried, by reason.", ["reason"], registry=r
         )
-        self._paused = Gauge("moderation_paused_partitions", "Partitions paused for back-off.", registry=r)
+        self._paused = Gauge(
+            "moderation_paused_partitions",
+            "Partitions held back for retry after an infrastructure failure.",
+            registry=r,
+        )
         self._model_load = Gauge(
             "moderation_model_load_seconds", "Seconds the model took to load at start.", registry=r
         )

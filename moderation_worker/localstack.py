@@ -1,6 +1,6 @@
 """A real Kafka-protocol broker (tansu) and a real S3 endpoint (SeaweedFS) from their PyPI packages.
 
-Used by ``moderation-worker demo``, the integration tests and the benchmarks. Both bind to 127.0.0.1 only,
+Used by ``moderation-worker demo`` and the integration tests. Both bind to 127.0.0.1 only,
 on free ports, write their output to log files in their data dir, and are stopped (SIGTERM, then SIGKILL)
 and reaped however the caller leaves: ``stop()``, a context manager, an exception during start, an atexit
 hook, and on Linux a parent-death signal for when Python itself is killed.

@@ -46,11 +46,9 @@ class OutcomePublisher:
                     futures.extend(self._send_result(outcome))
                 elif outcome.kind is OutcomeKind.DEAD_LETTER:
                     record = outcome.record
-                    futures.append(
-                        self._send_dead_letter(
-                            outcome, attempts.get((record.topic, record.partition, record.offset), 1)
-                        )
-                    )
+                    # Earlier failed tries (transient) plus this one.
+                    tries = attempts.get((record.topic, record.partition, record.offset), 0) + 1
+                    futures.append(self._send_dead_letter(outcome, tries))
             self._producer.flush(timeout=self._timeout)
             for future in futures:
                 future.get(timeout=0)

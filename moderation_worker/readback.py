@@ -1,4 +1,4 @@
-"""Read a topic back from the beginning: for the demo's report, tests and benchmarks.
+"""Read a topic back from the beginning: for the demo's report and the tests.
 
 Assigns every partition explicitly (no group, nothing committed) and polls until the expected
 number of records arrived or nothing new came for a while. It does not ask for end offsets:

@@ -1,6 +1,6 @@
 """Backoff for partitions whose events hit infrastructure failures.
 
-A partition with a failed event is paused (so the worker keeps polling, heartbeating and holding
+A partition with a failed event is held back (so the worker keeps polling, heartbeating and holding
 its partitions instead of blocking past ``max.poll.interval.ms``) and resumed after an exponential
 backoff with full jitter, capped. Success on a partition resets its backoff.
 """

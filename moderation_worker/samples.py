@@ -1,4 +1,4 @@
-"""Sample objects for the local demo, the integration tests and the benchmarks.
+"""Sample objects for the local demo and the integration tests.
 
 Real photos ship inside scikit-image (an optional dependency: the ``local`` extra); the bad
 objects are made here, each one a real file that fails in exactly one way.

@@ -95,7 +95,7 @@ def _real_kafka_skip_reason() -> str | None:
     if source == "docker" or (source == "external" and os.environ.get(KAFKA_REAL_ENV) == "1"):
         return None
     return (
-        "needs a real Apache Kafka (a feature tansu lacks, see ENVIRONMENT.md): "
+        "needs a real Apache Kafka (a feature tansu lacks): "
         f"set {DOCKER_ENV}=1 on a machine with Docker, or {KAFKA_BOOTSTRAP_ENV} and {KAFKA_REAL_ENV}=1"
     )
 

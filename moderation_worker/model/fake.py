@@ -1,4 +1,4 @@
-"""A deterministic scorer for tests, dry runs and the overhead benchmark: no model, no GPU."""
+"""A deterministic scorer for tests and dry runs: no model, no GPU."""
 
 from __future__ import annotations
 

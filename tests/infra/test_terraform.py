@@ -11,7 +11,7 @@ with its own .gitignore). checkov cannot share a venv with the project, because 
 clashes with the project's packages.
 
 Tests that need terraform, or the local hashicorp/aws mirror (/opt/tf-plugins, or $TF_PLUGIN_DIR),
-skip with a reason where those are absent: ENVIRONMENT.md does not promise them on every machine.
+skip with a reason where those are absent: not every machine has them.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ TOOLS_VENV = CI_CACHE / (
 )
 
 needs_terraform = pytest.mark.skipif(
-    TERRAFORM is None, reason="terraform CLI not on PATH (not promised on every machine, see ENVIRONMENT.md)"
+    TERRAFORM is None, reason="terraform CLI not on PATH (not every machine has it)"
 )
 needs_provider_mirror = pytest.mark.skipif(
     not (PLUGIN_DIR / "registry.terraform.io" / "hashicorp" / "aws").is_dir(),

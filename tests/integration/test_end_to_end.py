@@ -143,7 +143,7 @@ def test_results_carry_the_image_pack_model_and_cache_facts(
     results, dead = outcomes(kafka_bootstrap, topics, expected=len(events))
     assert dead == []
     by_id = {r["event_id"]: r for r in results}
-    pack = load_policy_pack(settings.policy_pack)
+    pack = load_policy_pack(settings.policy_pack_path())
     astronaut = samples.sample_photos(("astronaut.png",))["astronaut.png"]
     first = by_id["photo-astronaut.png"]
     assert first["image"] == {

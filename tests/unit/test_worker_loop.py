@@ -289,6 +289,17 @@ def test_a_bad_event_is_dead_lettered_with_its_original_bytes_and_origin():
     assert header["dlq.attempts"] == "1"
 
 
+def test_a_dead_letter_counts_the_transient_failures_before_it():
+    world = _world({0: [_event(0, "s3://bucket/report.pdf")]})
+    world.fetcher.objects["s3://bucket/report.pdf"] = b"%PDF-1.7 not an image"
+    world.fetcher.failures["s3://bucket/report.pdf"] = 2
+    world.worker.run()
+    ((_key, _value, headers),) = world.producer.sent["dlq"]
+    header = {k: v.decode() for k, v in headers}
+    assert header["dlq.error.code"] == "not_an_image"
+    assert header["dlq.attempts"] == "3"
+
+
 def test_a_repeated_image_is_served_from_the_verdict_cache():
     world = _world(
         {
