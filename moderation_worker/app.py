@@ -69,6 +69,7 @@ def build_pipeline(
             BoundedLRUCache(settings.verdict_cache_entries) if verdict_cache is None else verdict_cache
         ),
         fetch_concurrency=settings.fetch_concurrency,
+        fetch_timeout_s=settings.fetch_batch_timeout_s,
     )
 
 
@@ -91,8 +92,9 @@ def make_producer(settings: Settings) -> KafkaProducer:
         **settings.kafka_common(),
         acks="all" if settings.producer_acks == "all" else 1,
         enable_idempotence=settings.producer_acks == "all",  # no duplicates or reordering on retry
-        compression_type=None if settings.producer_compression == "none" else settings.producer_compression,
+        compression_type=settings.producer_compression,
         linger_ms=5,
+        max_request_size=settings.producer_max_request_bytes,
         delivery_timeout_ms=int(settings.delivery_timeout_s * 1000),
     )
 
@@ -152,6 +154,7 @@ def build_runtime(
         ),
         worker_id=settings.worker_id,
         delivery_timeout_s=settings.delivery_timeout_s,
+        max_record_bytes=settings.producer_max_request_bytes,
     )
     worker = Worker(
         consumer=make_consumer(settings),

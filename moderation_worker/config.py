@@ -56,8 +56,11 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(45_000, ge=1000, description="Group session timeout (failure detection).")
     heartbeat_interval_ms: int = Field(3_000, ge=100, description="Group heartbeat interval.")
     producer_acks: Literal["all", "1"] = Field("all", description="'all' for no loss on broker failover.")
-    producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
-        "none", description="Compression of published records."
+    producer_compression: Literal["gzip", "snappy", "lz4", "zstd"] | None = Field(
+        None, description="Compression of published records (none by default)."
+    )
+    producer_max_request_bytes: int = Field(
+        1024 * 1024, ge=64 * 1024, description="Largest record the producer sends; match the broker's limit."
     )
     delivery_timeout_s: float = Field(60.0, gt=0, description="Longest wait for the broker to ack a batch.")
 
@@ -73,6 +76,12 @@ class Settings(BaseSettings):
         "path", description="path suits MinIO/SeaweedFS; virtual suits AWS."
     )
     fetch_concurrency: int = Field(8, ge=1, le=256, description="Concurrent S3 fetches per batch.")
+    fetch_batch_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Longest a batch waits for its fetches; later ones are retried. Keep it "
+        "well under the max poll interval.",
+    )
 
     # --- Images ----------------------------------------------------------------------------------
     max_image_bytes: int = Field(20 * 1024 * 1024, ge=1, description="Larger objects: object_too_large.")

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from moderation_worker.errors import ErrorCode, PermanentError
 
@@ -139,6 +140,8 @@ def parse_request(value: bytes | None) -> ModerationRequest:
             ErrorCode.INVALID_JSON,
             f"record value is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
         ) from exc
+    except (ValueError, RecursionError) as exc:  # numbers too long to convert, nesting too deep
+        raise PermanentError(ErrorCode.INVALID_JSON, f"record value cannot be read as JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise PermanentError(
             ErrorCode.INVALID_EVENT, f"expected a JSON object, got {type(document).__name__}"
@@ -147,6 +150,7 @@ def parse_request(value: bytes | None) -> ModerationRequest:
         request = ModerationRequest.model_validate(document)
     except ValidationError as exc:
         raise PermanentError(ErrorCode.INVALID_EVENT, _summarise(exc)) from exc
+    _check_echoable(request)
     if request.schema_version != REQUEST_SCHEMA_VERSION:
         raise PermanentError(
             ErrorCode.INVALID_EVENT,
@@ -156,14 +160,37 @@ def parse_request(value: bytes | None) -> ModerationRequest:
     return request
 
 
+MAX_METADATA_BYTES = 64 * 1024
+
+
+def _check_echoable(request: ModerationRequest) -> None:
+    """Refuse what the result could not carry back: metadata too large for a Kafka record, or text
+    that cannot be written as JSON (lone surrogates), so that publishing a verdict never fails."""
+    try:
+        metadata = json.dumps(request.metadata, ensure_ascii=False).encode()
+        request.model_dump_json()
+    except (ValueError, TypeError, RecursionError, UnicodeError, PydanticSerializationError) as exc:
+        raise PermanentError(
+            ErrorCode.INVALID_EVENT, f"the event cannot be echoed back as JSON: {exc}"
+        ) from exc
+    if len(metadata) > MAX_METADATA_BYTES:
+        raise PermanentError(
+            ErrorCode.INVALID_EVENT,
+            f"metadata is {len(metadata)} bytes as JSON; the limit is {MAX_METADATA_BYTES} "
+            "(it is echoed in every verdict)",
+        )
+
+
 def best_effort_event_id(value: bytes | None) -> str | None:
     """The event_id of a record that failed validation, when it has a usable one: helps triage."""
     try:
         document = json.loads(value) if value is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     event_id = document.get("event_id") if isinstance(document, dict) else None
-    return event_id if isinstance(event_id, str) and 0 < len(event_id) <= 256 else None
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= 256:
+        return None
+    return event_id.encode("utf-8", "backslashreplace").decode()  # lone surrogates made printable
 
 
 def _summarise(exc: ValidationError) -> str:

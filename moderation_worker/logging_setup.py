@@ -34,7 +34,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),
-        cache_logger_on_first_use=True,
+        # Not cached: tools and tests that reconfigure structlog (capture_logs) must reach every logger.
+        cache_logger_on_first_use=False,
     )
     # Libraries log through the standard library: keep their noise at WARNING and on stderr.
     logging.basicConfig(

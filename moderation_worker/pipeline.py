@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -19,7 +19,13 @@ import structlog
 
 from moderation_worker import __version__
 from moderation_worker.cache import BoundedLRUCache
-from moderation_worker.errors import ErrorCode, ModerationError, PermanentError, TransientError
+from moderation_worker.errors import (
+    ErrorCode,
+    ModerationError,
+    PermanentError,
+    StorageUnavailableError,
+    TransientError,
+)
 from moderation_worker.events import (
     CacheHits,
     ImageInfo,
@@ -117,6 +123,7 @@ class Pipeline:
         worker_id: str,
         verdict_cache: BoundedLRUCache[dict[str, float]],
         fetch_concurrency: int = 8,
+        fetch_timeout_s: float = 120.0,
     ) -> None:
         self._fetcher = fetcher
         self._scorer = scorer
@@ -125,6 +132,7 @@ class Pipeline:
         self._limits = limits
         self._worker = WorkerInfo(id=worker_id, version=__version__)
         self._verdict_cache = verdict_cache
+        self._fetch_timeout_s = fetch_timeout_s
         self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="fetch")
         info = scorer.info
         self._model = ModelDescription(
@@ -153,10 +161,24 @@ class Pipeline:
             job.policies = self._pack.select(job.request.policies)
         except PermanentError as exc:
             job.error = exc
+        except Exception as exc:  # whatever else a hostile record triggers: its fault, never a crash
+            job.error = PermanentError(ErrorCode.INVALID_EVENT, f"{type(exc).__name__}: {exc}")
+        if job.error is not None:
             job.event_id = job.request.event_id if job.request else best_effort_event_id(job.record.value)
 
     def _fetch_and_decode(self, jobs: list[_Job]) -> None:
-        for job, outcome in zip(jobs, self._pool.map(self._fetch_one, jobs), strict=True):
+        futures = [self._pool.submit(self._fetch_one, job) for job in jobs]
+        # A bound on the whole batch: botocore's timeouts are per socket operation, so a server that
+        # trickles bytes could otherwise hold the batch past the group's max poll interval.
+        wait(futures, timeout=self._fetch_timeout_s)
+        for job, future in zip(jobs, futures, strict=True):
+            if not future.done():
+                future.cancel()
+                job.error = StorageUnavailableError(
+                    f"fetch did not finish within {self._fetch_timeout_s:g} s"
+                )
+                continue
+            outcome = future.result()
             if isinstance(outcome, ModerationError):
                 job.error = outcome
             else:

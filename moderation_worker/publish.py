@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, MessageSizeTooLargeError
 
-from moderation_worker.errors import PermanentError, TransientError
+from moderation_worker.errors import ErrorCode, PermanentError, TransientError
 from moderation_worker.events import Decision
 from moderation_worker.pipeline import Outcome, OutcomeKind
 
@@ -31,24 +31,41 @@ class Topics:
 
 
 class OutcomePublisher:
-    def __init__(self, *, producer, topics: Topics, worker_id: str, delivery_timeout_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        producer,
+        topics: Topics,
+        worker_id: str,
+        delivery_timeout_s: float,
+        max_record_bytes: int = 1024 * 1024,
+    ) -> None:
         self._producer = producer
         self._topics = topics
         self._worker_id = worker_id
         self._timeout = delivery_timeout_s
+        self._max_record_bytes = max_record_bytes
 
     def publish(self, outcomes: Sequence[Outcome], attempts: dict[tuple[str, int, int], int]) -> None:
         """Send every final outcome and wait for the broker's acks; raise TransientError otherwise."""
         futures = []
         try:
             for outcome in outcomes:
+                record = outcome.record
+                # Earlier failed tries (transient) plus this one.
+                tries = attempts.get((record.topic, record.partition, record.offset), 0) + 1
                 if outcome.kind is OutcomeKind.RESULT:
-                    futures.extend(self._send_result(outcome))
-                elif outcome.kind is OutcomeKind.DEAD_LETTER:
-                    record = outcome.record
-                    # Earlier failed tries (transient) plus this one.
-                    tries = attempts.get((record.topic, record.partition, record.offset), 0) + 1
-                    futures.append(self._send_dead_letter(outcome, tries))
+                    try:
+                        futures.extend(self._send_result(outcome))
+                        continue
+                    except (MessageSizeTooLargeError, ValueError, TypeError) as exc:
+                        # This verdict cannot be published as it is: the event goes to the dead
+                        # letters instead, rather than blocking its partition for ever.
+                        outcome.error = PermanentError(
+                            ErrorCode.INVALID_EVENT, f"the verdict cannot be published: {exc}"
+                        )
+                        outcome.kind, outcome.result = OutcomeKind.DEAD_LETTER, None
+                futures.append(self._send_dead_letter(outcome, tries))
             self._producer.flush(timeout=self._timeout)
             for future in futures:
                 future.get(timeout=0)
@@ -83,10 +100,22 @@ class OutcomePublisher:
             "failed_at": datetime.now(UTC).isoformat(),
             "event_id": outcome.event_id or "",
         }
-        headers = list(record.headers) + [(DLQ_HEADER_PREFIX + k, v.encode()) for k, v in context.items()]
-        return self._producer.send(
-            self._topics.dead_letter, key=record.key, value=record.value, headers=headers
-        )
+        value = record.value
+        if value is None and record.key is None:
+            value = b""  # Kafka clients refuse a record with neither key nor value
+            context["original.value_null"] = "true"
+        elif value is not None and len(value) + len(record.key or b"") > self._max_record_bytes - 64 * 1024:
+            # Too large to copy under the producer's request limit: keep the reason, say where the
+            # original is (it stays in the input topic until retention removes it).
+            context["original.value_omitted_bytes"] = str(len(value))
+            value = None if record.key is not None else b""
+        headers = [(k, v if v is not None else b"") for k, v in record.headers]  # a client cannot send null
+        headers += [(DLQ_HEADER_PREFIX + k, _text(v)) for k, v in context.items()]
+        return self._producer.send(self._topics.dead_letter, key=record.key, value=value, headers=headers)
+
+
+def _text(value: str) -> bytes:
+    return value.encode("utf-8", "backslashreplace")
 
 
 def _result_key(outcome: Outcome) -> bytes:

@@ -88,6 +88,7 @@ class Worker:
         self._stop_requested = threading.Event()
         self._attempts: dict[tuple[str, int, int], int] = {}
         self._held: dict[TopicPartition, int] = {}  # partitions backing off -> the offset to retry from
+        self._storage_held: set[TopicPartition] = set()  # held because S3 failed, until they get through
         self._last_activity = clock()
         self.summary = RunSummary()
 
@@ -109,9 +110,11 @@ class Worker:
         return self.summary
 
     def request_stop(self) -> None:
-        """Stop taking records; the batch in hand is finished, published and committed first."""
+        """Stop taking records; the batch in hand is finished, published and committed first.
+
+        Safe from a signal handler: it only sets an event (anything taking a lock here could
+        deadlock against the loop holding the same lock when the signal lands)."""
         self._stop_requested.set()
-        self._health.set_stopping()
 
     def _handle_batch(self, records: list[InboundRecord]) -> None:
         self._last_activity = self._clock()
@@ -126,9 +129,13 @@ class Worker:
             self._metrics.observe_stage("publish", time.perf_counter() - t0)
         except TransientError as exc:
             log.warning("publish_failed_rewinding_batch", error=str(exc), records=len(records))
-            self._hold_for_retry(_first_offsets(records), reason="publish")
+            self._health.set_broker_connected(False)
+            held = _first_offsets(records)
+            self._hold_for_retry(held, reason="publish")
+            self.summary.retries += len(held)
             self._metrics.set_in_flight(0)
             return
+        self._health.set_broker_connected(True)
         self._commit(records, rewind_to)
         storage_failed = any(isinstance(o.error, StorageUnavailableError) for o in outcomes)
         self._hold_for_retry(rewind_to, reason="storage" if storage_failed else "processing")
@@ -177,9 +184,12 @@ class Worker:
         t0 = time.perf_counter()
         try:
             self._consumer.commit(offsets=offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            # The group rebalanced under us: the new owner reprocesses from the last commit, and
-            # event_id lets downstream drop the duplicates. Nothing is lost.
+        except KafkaError as exc:
+            # The group rebalanced under us (CommitFailedError) or the broker is unreachable: the
+            # next owner reprocesses from the last commit, and event_id lets downstream drop the
+            # duplicates. Nothing is lost.
+            if not isinstance(exc, CommitFailedError):
+                self._health.set_broker_connected(False)
             log.warning("commit_failed_records_will_be_redelivered", error=repr(exc))
         self._metrics.observe_stage("commit", time.perf_counter() - t0)
 
@@ -207,8 +217,9 @@ class Worker:
                 delay_s=round(delay, 2),
                 attempt=self._attempts[key],
             )
-        if rewind_to and reason == "storage":
-            self._health.set_s3_ok(False)
+        if reason == "storage":
+            self._storage_held.update(rewind_to)
+            self._health.set_s3_ok(not self._storage_held)
         self._metrics.set_paused_partitions(len(self._held))
 
     def _release_due_partitions(self) -> None:
@@ -219,8 +230,8 @@ class Worker:
     def _account(self, final: list[Outcome], *, rewound: set[TopicPartition]) -> None:
         for tp in {TopicPartition(o.record.topic, o.record.partition) for o in final} - rewound:
             self._backoff.succeed(tp)
-        if final and not rewound:
-            self._health.set_s3_ok(True)
+            self._storage_held.discard(tp)  # its records went through: S3 answers for it again
+        self._health.set_s3_ok(not self._storage_held)
         for outcome in final:
             record = outcome.record
             self._attempts.pop((record.topic, record.partition, record.offset), None)
@@ -273,6 +284,7 @@ class Worker:
 
     def _should_stop(self) -> bool:
         if self._stop_requested.is_set():
+            self._health.set_stopping()
             return True
         conditions = self._stop_conditions
         if conditions.max_events is not None and self.summary.events >= conditions.max_events:
@@ -289,6 +301,8 @@ class Worker:
         self._backoff.forget(revoked)
         for tp in revoked:
             self._held.pop(tp, None)
+            self._storage_held.discard(tp)
+        self._health.set_s3_ok(not self._storage_held)
         # Attempt counts of records this worker will no longer see: the new owner counts afresh.
         revoked_keys = {(tp.topic, tp.partition) for tp in revoked}
         self._attempts = {k: v for k, v in self._attempts.items() if k[:2] not in revoked_keys}
@@ -299,6 +313,7 @@ class Worker:
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._health.set_assignment(len(self._consumer.assignment()))
+        self._last_activity = self._clock()  # idle time counts from joining, not from start-up
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
     @contextmanager

@@ -33,7 +33,7 @@ def _env(settings: Settings) -> dict[str, str]:
             continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
-        elif isinstance(value, frozenset):
+        elif isinstance(value, (frozenset, list)):
             value = ",".join(sorted(value))
         env[f"MODERATION_{name.upper()}"] = str(value)
     env["PYTHONUNBUFFERED"] = "1"

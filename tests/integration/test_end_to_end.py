@@ -11,11 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from kafka import KafkaProducer
 
 from moderation_worker import samples
 from moderation_worker.app import build_runtime
 from moderation_worker.config import DEFAULT_POLICY_PACK
 from moderation_worker.localstack import create_topics
+from moderation_worker.model.fake import FakeScorer
 from moderation_worker.policies import load_policy_pack
 from moderation_worker.readback import read_topic
 from tests.integration.conftest import Topics, dlq_headers, outcomes, publish, worker_settings
@@ -176,3 +178,35 @@ def test_results_carry_the_image_pack_model_and_cache_facts(
     assert {r["event_id"] for r in results if r["decision"] == "block"} == {
         e["event_id"] for e in events if "policies" not in e
     }
+
+
+def test_hostile_records_are_dead_lettered_and_never_crash_the_worker(
+    kafka_bootstrap, topics, photo_bucket, make_settings
+):
+    # Given records that break naive parsers or serializers, around one good event
+    hostile = [
+        b'{"event_id": "h1", "n": ' + b"9" * 5000 + b"}",  # int too long to convert
+        b"[" * 5000 + b"]" * 5000,  # nesting deeper than the recursion limit
+        b'{"event_id": "h3", "image_url": "s3://b/k", "metadata": {"x": "\\ud800"}}',  # unencodable
+        b'{"event_id": "h4", "image_url": "s3://b/k", "metadata": {"blob": "' + b"x" * 100_000 + b'"}}',
+        b"{" + b" " * 1_500_000,  # over the producer's record limit once copied
+    ]
+    good = {"event_id": "fine", "image_url": f"s3://{photo_bucket}/photos/coffee.png"}
+    producer_values = [*hostile, good]
+    publish(kafka_bootstrap, topics.input, producer_values[:-2], key=b"k")
+    # The 1.5 MB record needs a producer allowed to send it (the broker takes it).
+    big = KafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=4 * 1024 * 1024)
+    big.send(topics.input, key=b"k", value=hostile[-1]).get(timeout=30)
+    big.close()
+    publish(kafka_bootstrap, topics.input, [good], key=b"k")
+
+    # When a worker runs over them
+    summary = build_runtime(make_settings(max_events=len(producer_values)), scorer=FakeScorer()).run()
+
+    # I expect every record accounted for: the hostile ones dead-lettered, the good one moderated
+    results, dead = outcomes(kafka_bootstrap, topics, expected=len(producer_values))
+    assert [r["event_id"] for r in results] == ["fine"]
+    codes = [dlq_headers(r)["dlq.error.code"] for r in dead]
+    assert codes == ["invalid_json", "invalid_json", "invalid_event", "invalid_event", "invalid_json"]
+    assert dlq_headers(dead[-1])["dlq.original.value_omitted_bytes"] == str(len(hostile[-1]))
+    assert summary.events == len(producer_values)

@@ -3,7 +3,14 @@ import json
 import pytest
 
 from moderation_worker.errors import ErrorCode, PermanentError
-from moderation_worker.events import Action, Decision, PolicyVerdict, decide, parse_request
+from moderation_worker.events import (
+    Action,
+    Decision,
+    PolicyVerdict,
+    best_effort_event_id,
+    decide,
+    parse_request,
+)
 
 
 def _verdict(triggered: bool, action: Action) -> PolicyVerdict:
@@ -62,6 +69,23 @@ def test_metadata_and_optional_fields_survive_parsing():
             ErrorCode.INVALID_EVENT,
             "policies",
         ),
+        (b'{"event_id": "e", "n": ' + b"9" * 5000 + b"}", ErrorCode.INVALID_JSON, "cannot be read as JSON"),
+        (b"[" * 5000 + b"]" * 5000, ErrorCode.INVALID_JSON, "cannot be read as JSON"),
+        (
+            b'{"event_id": "e", "image_url": "s3://b/k", "metadata": {"x": "\\ud800"}}',
+            ErrorCode.INVALID_EVENT,
+            "cannot be echoed back as JSON",
+        ),
+        (
+            b'{"event_id": "e", "image_url": "s3://b/k", "metadata": ' + b'{"a": ' * 300 + b"1" + b"}" * 301,
+            ErrorCode.INVALID_EVENT,
+            "cannot be echoed back as JSON",
+        ),
+        (
+            b'{"event_id": "e", "image_url": "s3://b/k", "metadata": {"blob": "' + b"x" * 70_000 + b'"}}',
+            ErrorCode.INVALID_EVENT,
+            "metadata is 70012 bytes",
+        ),
     ],
 )
 def test_bad_records_raise_permanent_errors_that_say_what_is_wrong(value, code, fragment):
@@ -69,6 +93,12 @@ def test_bad_records_raise_permanent_errors_that_say_what_is_wrong(value, code, 
         parse_request(value)
     assert caught.value.code is code
     assert fragment in caught.value.message
+
+
+def test_a_lone_surrogate_event_id_is_kept_printable_for_triage():
+    assert best_effort_event_id(b'{"event_id": "a\\ud800b", "image_url": 1}') == "a\\ud800b"
+    assert best_effort_event_id(b"{broken") is None
+    assert best_effort_event_id(b"[" * 5000) is None
 
 
 def test_the_strictest_triggered_action_decides():

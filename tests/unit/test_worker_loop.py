@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -298,6 +299,56 @@ def test_a_dead_letter_counts_the_transient_failures_before_it():
     header = {k: v.decode() for k, v in headers}
     assert header["dlq.error.code"] == "not_an_image"
     assert header["dlq.attempts"] == "3"
+
+
+def test_records_no_client_could_copy_as_they_are_are_still_dead_lettered():
+    # Given a record with neither key nor value and a header whose value is null (a tombstone)
+    world = _world({0: [_event(0)]})
+    world.consumer.log[TopicPartition(TOPIC, 0)].append(None)
+    original_poll = world.consumer.poll
+
+    def poll(timeout_ms=0, max_records=None):
+        out = original_poll(timeout_ms, max_records)
+        for batch in out.values():
+            for record in batch:
+                if record.value is None:
+                    record.key, record.headers = None, [("trace", None)]
+        return out
+
+    world.consumer.poll = poll
+    world.worker.run()
+    ((key, value, headers),) = world.producer.sent["dlq"]
+    header = dict(headers)
+    assert key is None and value == b""
+    assert header["trace"] == b"" and header["dlq.original.value_null"] == b"true"
+    assert header["dlq.error.code"] == b"invalid_json"
+
+
+def test_an_original_too_large_to_copy_is_dead_lettered_without_its_value():
+    world = _world({0: [b"{" + b" " * 2_000_000]})
+    world.worker.run()
+    ((key, value, headers),) = world.producer.sent["dlq"]
+    header = dict(headers)
+    assert value is None and key == b"k0"
+    assert header["dlq.original.value_omitted_bytes"] == b"2000001"
+
+
+def test_fetches_slower_than_the_batch_budget_are_retried_not_dead_lettered():
+    world = _world({0: [_event(0, "s3://bucket/img1.png")]}, stop=StopConditions(max_events=1))
+    world.worker._pipeline._fetch_timeout_s = 0.05
+    slow = {"left": 1}
+    fetch = world.fetcher.fetch
+
+    def slow_once(url):
+        if slow["left"]:
+            slow["left"] -= 1
+            threading.Event().wait(0.5)
+        return fetch(url)
+
+    world.fetcher.fetch = slow_once
+    summary = world.worker.run()
+    assert summary.retries == 1 and summary.results == 1
+    assert world.producer.sent["dlq"] == []
 
 
 def test_a_repeated_image_is_served_from_the_verdict_cache():
