@@ -35,6 +35,7 @@ pods to become ready when replicas exceed partitions; deployments that run spare
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -169,8 +170,14 @@ class WorkerMetrics:
         self._retries = Counter(
             "moderation_retries_total", "Transient failures retried, by reason.", ["reason"], registry=r
         )
-        self._paused = Gauge(
-            "moderation_paused_partitions",
+        self._lag = Gauge(
+            "moderation_consumer_lag_records",
+            "Records between this worker's position and the partition's high watermark at its last fetch.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self._held = Gauge(
+            "moderation_held_partitions",
             "Partitions held back for retry after an infrastructure failure.",
             registry=r,
         )
@@ -239,8 +246,16 @@ class WorkerMetrics:
         """
         self._retries.labels(_label(reason)).inc()
 
-    def set_paused_partitions(self, n: int) -> None:
-        self._paused.set(n)
+    def set_held_partitions(self, n: int) -> None:
+        self._held.set(n)
+
+    def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        self._lag.labels(topic, str(partition)).set(max(0, lag))
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop a revoked partition's lag series: another worker reports it now."""
+        with contextlib.suppress(KeyError):
+            self._lag.remove(topic, str(partition))
 
     def set_model_load_seconds(self, seconds: float) -> None:
         self._model_load.set(seconds)

@@ -142,6 +142,7 @@ class Worker:
         self._account(final, rewound=set(rewind_to))
         self._metrics.observe_stage("batch", time.perf_counter() - started)
         self._metrics.set_in_flight(0)
+        self._report_lag(records)
         for name, cache in self._caches.items():
             self._metrics.set_cache_size(
                 name, entries=len(cache), size_bytes=cache.current_size if name == "feature" else None
@@ -220,12 +221,21 @@ class Worker:
         if reason == "storage":
             self._storage_held.update(rewind_to)
             self._health.set_s3_ok(not self._storage_held)
-        self._metrics.set_paused_partitions(len(self._held))
+        self._metrics.set_held_partitions(len(self._held))
+
+    def _report_lag(self, records: list[InboundRecord]) -> None:
+        # highwater() comes with every fetch response: no extra request to the broker.
+        for tp in _first_offsets(records):
+            highwater = self._consumer.highwater(tp)
+            if highwater is not None:
+                self._metrics.set_consumer_lag(
+                    tp.topic, tp.partition, highwater - self._consumer.position(tp)
+                )
 
     def _release_due_partitions(self) -> None:
         for tp in self._backoff.due():
             self._held.pop(tp, None)
-        self._metrics.set_paused_partitions(len(self._held))
+        self._metrics.set_held_partitions(len(self._held))
 
     def _account(self, final: list[Outcome], *, rewound: set[TopicPartition]) -> None:
         for tp in {TopicPartition(o.record.topic, o.record.partition) for o in final} - rewound:
@@ -300,6 +310,7 @@ class Worker:
         # Called inside poll(), between batches: everything handled so far is already committed.
         self._backoff.forget(revoked)
         for tp in revoked:
+            self._metrics.forget_partition(tp.topic, tp.partition)
             self._held.pop(tp, None)
             self._storage_held.discard(tp)
         self._health.set_s3_ok(not self._storage_held)
@@ -308,7 +319,7 @@ class Worker:
         self._attempts = {k: v for k, v in self._attempts.items() if k[:2] not in revoked_keys}
         if not self._closing:  # leaving the group at shutdown revokes everything; that is no rebalance
             self.summary.partitions_revoked += len(revoked)
-        self._metrics.set_paused_partitions(len(self._held))
+        self._metrics.set_held_partitions(len(self._held))
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:

@@ -112,7 +112,7 @@ def test_metrics_endpoint_serves_what_the_worker_recorded(
     metrics.set_in_flight(5)
     metrics.record_retry("s3_timeout")
     metrics.record_retry("s3_timeout")
-    metrics.set_paused_partitions(2)
+    metrics.set_held_partitions(2)
     metrics.set_model_load_seconds(12.5)
 
     # I expect a scrape to show each of them
@@ -140,7 +140,7 @@ def test_metrics_endpoint_serves_what_the_worker_recorded(
     assert samples["moderation_batch_size_events_bucket", (("le", "8.0"),)] == 0
     assert samples["moderation_in_flight_events", ()] == 5
     assert samples["moderation_retries_total", (("reason", "s3_timeout"),)] == 2
-    assert samples["moderation_paused_partitions", ()] == 2
+    assert samples["moderation_held_partitions", ()] == 2
     assert samples["moderation_model_load_seconds", ()] == 12.5
 
 

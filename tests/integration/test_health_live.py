@@ -75,6 +75,8 @@ def test_readiness_and_metrics_follow_the_worker_through_a_run(
         assert samples[("moderation_cache_entries", (("cache", "verdict"),))] == 3
         assert samples[("moderation_stage_duration_seconds_count", (("stage", "fetch"),))] == 4
         assert samples[("moderation_batch_size_events_count", ())] >= 3
+        lags = [v for (name, _labels), v in samples.items() if name == "moderation_consumer_lag_records"]
+        assert lags and all(lag == 0 for lag in lags)  # caught up, as of the last fetch
     finally:
         runtime.worker.request_stop()
         thread.join(timeout=30)

@@ -45,7 +45,7 @@ class FakeConsumer:
 
     def __init__(self, records_by_partition: dict[int, list[bytes]], clock: FakeClock) -> None:
         self.log = {TopicPartition(TOPIC, p): values for p, values in records_by_partition.items()}
-        self.position = {tp: 0 for tp in self.log}
+        self.position_of = {tp: 0 for tp in self.log}
         self.commits: list[dict[TopicPartition, int]] = []
         self.seeks: list[tuple[TopicPartition, int]] = []
         self.closed = False
@@ -67,8 +67,8 @@ class FakeConsumer:
         budget = max_records
         for tp, values in sorted(self.log.items()):
             batch = []
-            while self.position[tp] < len(values) and budget > 0:
-                offset = self.position[tp]
+            while self.position_of[tp] < len(values) and budget > 0:
+                offset = self.position_of[tp]
                 batch.append(
                     SimpleNamespace(
                         topic=tp.topic,
@@ -80,7 +80,7 @@ class FakeConsumer:
                         timestamp=0,
                     )
                 )
-                self.position[tp] += 1
+                self.position_of[tp] += 1
                 budget -= 1
             if batch:
                 out[tp] = batch
@@ -88,7 +88,13 @@ class FakeConsumer:
 
     def seek(self, tp, offset):
         self.seeks.append((tp, offset))
-        self.position[tp] = offset
+        self.position_of[tp] = offset
+
+    def highwater(self, tp):
+        return len(self.log[tp])
+
+    def position(self, tp):
+        return self.position_of[tp]
 
     def commit(self, offsets):
         self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
