@@ -130,9 +130,7 @@ class Worker:
         except TransientError as exc:
             log.warning("publish_failed_rewinding_batch", error=str(exc), records=len(records))
             self._health.set_broker_connected(False)
-            held = _first_offsets(records)
-            self._hold_for_retry(held, reason="publish")
-            self.summary.retries += len(held)
+            self._hold_for_retry(_first_offsets(records), reason="publish")
             self._metrics.set_in_flight(0)
             return
         self._health.set_broker_connected(True)
@@ -208,7 +206,9 @@ class Worker:
             delay = self._backoff.fail(tp)
             self._consumer.seek(tp, offset)
             self._held[tp] = offset
+            self.summary.retries += 1
             self._metrics.record_retry(reason)
+            self._metrics.record_outcome("retry")
             log.warning(
                 "partition_held_for_retry",
                 topic=tp.topic,
@@ -262,9 +262,6 @@ class Worker:
                 self.summary.dead_letters += 1
                 self.summary.dead_letter_codes[outcome.error_code] += 1
                 self._metrics.record_outcome("dead_letter", code=outcome.error_code)
-        for _ in rewound:
-            self.summary.retries += 1
-            self._metrics.record_outcome("retry")
 
     def _log_outcome(self, outcome: Outcome) -> None:
         record = outcome.record
