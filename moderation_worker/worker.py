@@ -90,6 +90,7 @@ class Worker:
         self._held: dict[TopicPartition, int] = {}  # partitions backing off -> the offset to retry from
         self._storage_held: set[TopicPartition] = set()  # held because S3 failed, until they get through
         self._last_activity = clock()
+        self._last_connection_check = float("-inf")
         self.summary = RunSummary()
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -154,7 +155,7 @@ class Worker:
             max_records = max(1, min(max_records, self._stop_conditions.max_events - self.summary.events))
         try:
             polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms, max_records=max_records)
-            self._health.set_broker_connected(True)
+            self._check_broker_connections()
         except KafkaError as exc:
             self._health.set_broker_connected(False)
             log.warning("poll_failed", error=repr(exc))
@@ -170,6 +171,19 @@ class Worker:
             self._sleep(self._poll_timeout_ms / 1000)
         records.sort(key=lambda r: (r.topic, r.partition, r.offset))
         return records
+
+    def _check_broker_connections(self) -> None:
+        """Readiness follows the client's open broker connections.
+
+        kafka-python's poll() does not raise while the brokers are unreachable; its own metrics
+        count open connections, which drop to zero then. Read at most every couple of seconds."""
+        now = self._clock()
+        if now - self._last_connection_check < 2.0:
+            return
+        self._last_connection_check = now
+        count = self._consumer.metrics().get("consumer-metrics", {}).get("connection-count")
+        if count is not None:
+            self._health.set_broker_connected(count > 0)
 
     def _commit(self, records: list[InboundRecord], rewind_to: dict[TopicPartition, int]) -> None:
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}

@@ -12,8 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from moderation_worker.app import build_runtime
+from moderation_worker.localstack import TansuBroker, create_topics
 from moderation_worker.model.fake import FakeScorer
-from tests.integration.conftest import publish
+from tests.integration.conftest import Topics, publish, worker_settings
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +83,35 @@ def test_readiness_and_metrics_follow_the_worker_through_a_run(
         thread.join(timeout=30)
     # Once stopped, it is no longer ready (and the server is closed with it).
     assert not runtime.health.readiness().ok
+
+
+def test_readiness_reports_a_broker_that_went_away(s3_endpoint, tmp_path):
+    # A broker of this test's own: stopping the session's one would break the other tests.
+    with TansuBroker(tmp_path / "kafka") as broker:
+        topics = Topics("requests", "results", "review", "dlq")
+        create_topics(broker.bootstrap_servers, [topics.input, topics.results, topics.review, topics.dlq])
+        settings = worker_settings(
+            broker.bootstrap_servers, s3_endpoint, topics, "g-broker", idle_timeout_s=120.0
+        )
+        runtime = build_runtime(settings, scorer=FakeScorer())
+        thread = threading.Thread(target=runtime.run, daemon=True)
+        thread.start()
+        try:
+            assert _eventually(lambda: runtime.health.readiness().ok), runtime.health.readiness().body
+
+            broker.stop()
+
+            assert _eventually(lambda: "broker_connected" in runtime.health.readiness().failing)
+            assert runtime.health.liveness().ok  # the loop still turns: no restart needed, only patience
+        finally:
+            runtime.worker.request_stop()
+            thread.join(timeout=60)
+
+
+def _eventually(condition, timeout_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

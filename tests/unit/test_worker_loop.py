@@ -90,6 +90,9 @@ class FakeConsumer:
         self.seeks.append((tp, offset))
         self.position_of[tp] = offset
 
+    def metrics(self):
+        return {"consumer-metrics": {"connection-count": 1.0}}
+
     def highwater(self, tp):
         return len(self.log[tp])
 
