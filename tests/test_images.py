@@ -7,7 +7,6 @@ import io
 import random
 import struct
 import warnings
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -24,6 +23,7 @@ from moderation_worker.images import (
     image_cache_key,
     preprocessing_key,
 )
+from moderation_worker.samples import decompression_bomb_png
 
 SAMPLE_PHOTOS = files("skimage") / "data"
 
@@ -46,21 +46,6 @@ def encode(im: Image.Image, fmt: str, **params: object) -> bytes:
     buffer = io.BytesIO()
     im.save(buffer, fmt, **params)
     return buffer.getvalue()
-
-
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose IHDR claims ``width`` x ``height`` RGB pixels, followed by a few bytes of IDAT."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", zlib.compress(b"\0" * 16))
-        + png_chunk(b"IEND", b"")
-    )
 
 
 def rejection(data: bytes, **options: object) -> PermanentError:
@@ -155,7 +140,7 @@ def test_a_max_edge_below_one_is_a_programming_error() -> None:
 def test_a_png_header_claiming_100k_by_100k_pixels_is_a_bomb_without_decoding_pixels(
     no_pixel_decoding: None,
 ) -> None:
-    error = rejection(png_claiming(100_000, 100_000))
+    error = rejection(decompression_bomb_png(100_000, 100_000))
 
     assert error.code is ErrorCode.DECOMPRESSION_BOMB
     assert "100000x100000" in error.message
@@ -165,7 +150,7 @@ def test_a_png_header_claiming_100k_by_100k_pixels_is_a_bomb_without_decoding_pi
 def test_an_image_over_max_pixels_is_a_bomb_even_below_pillows_own_limit(no_pixel_decoding: None) -> None:
     assert Image.MAX_IMAGE_PIXELS > 60_000_000  # so only our default of 50M can catch it
 
-    error = rejection(png_claiming(10_000, 6_000))
+    error = rejection(decompression_bomb_png(10_000, 6_000))
 
     assert error.code is ErrorCode.DECOMPRESSION_BOMB
     assert "10000x6000" in error.message
@@ -182,7 +167,7 @@ def test_a_real_photo_over_a_lowered_max_pixels_is_a_bomb() -> None:
 def test_pillows_limit_still_applies_when_max_pixels_is_raised_above_it() -> None:
     # 10^8 pixels: above Image.MAX_IMAGE_PIXELS (~89M), below its hard error at twice that.
     with pytest.warns(Image.DecompressionBombWarning):
-        error = rejection(png_claiming(10_000, 10_000), max_pixels=10**9)
+        error = rejection(decompression_bomb_png(10_000, 10_000), max_pixels=10**9)
 
     assert error.code is ErrorCode.DECOMPRESSION_BOMB
     assert f"limit of {Image.MAX_IMAGE_PIXELS:,}" in error.message
@@ -192,7 +177,7 @@ def test_pillows_bomb_warning_raised_as_an_exception_becomes_decompression_bomb(
     # As in a process run with -W error; single-threaded test, so catch_warnings is safe here.
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        error = rejection(png_claiming(10_000, 10_000), max_pixels=10**9)
+        error = rejection(decompression_bomb_png(10_000, 10_000), max_pixels=10**9)
 
     assert error.code is ErrorCode.DECOMPRESSION_BOMB
     assert "10000x10000" in error.message
@@ -539,7 +524,11 @@ def test_a_decoded_image_is_frozen_and_detached_from_the_parser() -> None:
 
 
 def test_decoding_in_a_thread_pool_is_consistent_and_leaves_global_settings_alone() -> None:
-    inputs = [_photo_bytes("astronaut"), encode(photo("coffee"), "JPEG"), png_claiming(10_000, 6_000)]
+    inputs = [
+        _photo_bytes("astronaut"),
+        encode(photo("coffee"), "JPEG"),
+        decompression_bomb_png(10_000, 6_000),
+    ]
     expected = [decode_image(data).image.tobytes() for data in inputs[:2]]
     filters_before, limit_before = list(warnings.filters), Image.MAX_IMAGE_PIXELS
 
