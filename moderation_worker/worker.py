@@ -87,7 +87,6 @@ class Worker:
         self._closing = False
         self._stop_requested = threading.Event()
         self._attempts: dict[tuple[str, int, int], int] = {}
-        self._held: dict[TopicPartition, int] = {}  # partitions backing off -> the offset to retry from
         self._storage_held: set[TopicPartition] = set()  # held because S3 failed, until they get through
         self._last_activity = clock()
         self._last_connection_check = float("-inf")
@@ -161,11 +160,12 @@ class Worker:
             log.warning("poll_failed", error=repr(exc))
             self._sleep(min(1.0, self._poll_timeout_ms / 1000))
             return []
-        records = [_inbound(r) for tp, batch in polled.items() if tp not in self._held for r in batch]
-        held_back = [tp for tp in polled if tp in self._held]
+        held = self._backoff.held
+        records = [_inbound(r) for tp, batch in polled.items() if tp not in held for r in batch]
+        held_back = [tp for tp in polled if tp in held]
         for tp in held_back:
             # Prefetched records of a partition that is backing off: drop them and keep its position.
-            self._consumer.seek(tp, self._held[tp])
+            self._consumer.seek(tp, held[tp])
         if held_back and not records:
             # Only held partitions had data: wait instead of refetching them in a hot loop.
             self._sleep(self._poll_timeout_ms / 1000)
@@ -217,9 +217,8 @@ class Worker:
         for tp, offset in rewind_to.items():
             key = (tp.topic, tp.partition, offset)
             self._attempts[key] = self._attempts.get(key, 0) + 1
-            delay = self._backoff.fail(tp)
+            delay = self._backoff.fail(tp, offset)
             self._consumer.seek(tp, offset)
-            self._held[tp] = offset
             self.summary.retries += 1
             self._metrics.record_retry(reason)
             self._metrics.record_outcome("retry")
@@ -235,7 +234,7 @@ class Worker:
         if reason == "storage":
             self._storage_held.update(rewind_to)
             self._health.set_s3_ok(not self._storage_held)
-        self._metrics.set_held_partitions(len(self._held))
+        self._metrics.set_held_partitions(len(self._backoff.held))
 
     def _report_lag(self, records: list[InboundRecord]) -> None:
         # highwater() comes with every fetch response: no extra request to the broker.
@@ -247,9 +246,8 @@ class Worker:
                 )
 
     def _release_due_partitions(self) -> None:
-        for tp in self._backoff.due():
-            self._held.pop(tp, None)
-        self._metrics.set_held_partitions(len(self._held))
+        if self._backoff.due():
+            self._metrics.set_held_partitions(len(self._backoff.held))
 
     def _account(self, final: list[Outcome], *, rewound: set[TopicPartition]) -> None:
         for tp in {TopicPartition(o.record.topic, o.record.partition) for o in final} - rewound:
@@ -311,8 +309,8 @@ class Worker:
         if conditions.max_events is not None and self.summary.events >= conditions.max_events:
             log.info("stopping_after_max_events", events=self.summary.events)
             return True
-        idle_for = self._clock() - self._last_activity
-        if conditions.idle_timeout_s is not None and not self._held and idle_for >= conditions.idle_timeout_s:
+        idle = self._clock() - self._last_activity >= (conditions.idle_timeout_s or float("inf"))
+        if idle and not self._backoff.held:
             log.info("stopping_after_idle", idle_s=conditions.idle_timeout_s)
             return True
         return False
@@ -322,7 +320,6 @@ class Worker:
         self._backoff.forget(revoked)
         for tp in revoked:
             self._metrics.forget_partition(tp.topic, tp.partition)
-            self._held.pop(tp, None)
             self._storage_held.discard(tp)
         self._health.set_s3_ok(not self._storage_held)
         # Attempt counts of records this worker will no longer see: the new owner counts afresh.
@@ -330,7 +327,7 @@ class Worker:
         self._attempts = {k: v for k, v in self._attempts.items() if k[:2] not in revoked_keys}
         if not self._closing:  # leaving the group at shutdown revokes everything; that is no rebalance
             self.summary.partitions_revoked += len(revoked)
-        self._metrics.set_held_partitions(len(self._held))
+        self._metrics.set_held_partitions(len(self._backoff.held))
         log.info("partitions_revoked", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
