@@ -38,6 +38,10 @@ def load_scorer(
         dtype=settings.dtype,
         feature_cache=feature_cache,
         max_pairs_per_pass=settings.score_batch_pairs,
+        token_budget=settings.score_token_budget,
+        strategy=settings.scoring_strategy,
+        attn_implementation=settings.attn_implementation,
+        compile_model=settings.model_compile,
         local_files_only=settings.model_local_files_only,
     )
     elapsed = time.perf_counter() - started
@@ -163,6 +167,7 @@ def build_runtime(
         input_topic=settings.input_topic,
         batch_size=settings.batch_size,
         poll_timeout_ms=settings.poll_timeout_ms,
+        prepare_ahead=settings.prepare_ahead,
         backoff=PartitionBackoff(
             initial_s=settings.retry_initial_backoff_s, max_s=settings.retry_max_backoff_s
         ),

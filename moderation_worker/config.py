@@ -101,7 +101,19 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="auto: bfloat16 on a GPU, float32 on CPU."
     )
-    score_batch_pairs: int = Field(64, ge=1, description="Most (image, policy) pairs per forward pass.")
+    score_batch_pairs: int = Field(64, ge=1, description="Most (image, policy) rows per forward pass.")
+    score_token_budget: int = Field(
+        16_384,
+        ge=256,
+        description="Most tokens one pass holds: padded prompt tokens, or rows x cached tokens (memory).",
+    )
+    scoring_strategy: Literal["auto", "shared_prefix", "reused_features", "plain"] = Field(
+        "auto", description="auto: the fastest path the model passes a probe on; others force one."
+    )
+    attn_implementation: Literal["sdpa", "flash_attention_2", "eager"] | None = Field(
+        None, description="Attention kernels; None: transformers' default (sdpa where supported)."
+    )
+    model_compile: bool = Field(False, description="torch.compile the model (GPU; slower first batches).")
     policy_pack: Path = Field(
         DEFAULT_POLICY_PACK,
         description="The policy pack YAML file (relative: the current folder, then the checkout).",
@@ -110,6 +122,11 @@ class Settings(BaseSettings):
     # --- Caches ----------------------------------------------------------------------------------
     feature_cache_bytes: int = Field(512 * 1024 * 1024, ge=0, description="0 disables it.")
     verdict_cache_entries: int = Field(100_000, ge=0, description="0 disables it.")
+
+    # --- Overlap -------------------------------------------------------------------------------
+    prepare_ahead: bool = Field(
+        True, description="Fetch and decode the next batch while the model scores this one."
+    )
 
     # --- Retries of transient failures -----------------------------------------------------------
     retry_initial_backoff_s: float = Field(

@@ -1,17 +1,18 @@
 """The production scorer: any Hugging Face image-text-to-text model, scored without a generation loop.
 
 A policy is a yes/no question about the image. For each (image, policy) pair the model's own chat template
-renders a user turn (the image, then the policy text) with thinking switched off, and one forward pass gives
-the logits of the first answer token; the score is P("Yes") renormalised over {"Yes", "No"}. That is exactly
-the probability greedy generation would give its first step, without generating.
+renders a user turn (the image, then the policy text) with thinking switched off, and the logits of the first
+answer token give the score: P("Yes") renormalised over {"Yes", "No"}. That is exactly the probability greedy
+generation would give its first step, without generating.
 
-Cost is dominated by two things, so both are shared:
-- the vision encoder runs once per distinct image (and not at all on a feature-cache hit); its features are
-  passed back into the language model for every policy of that image, through ``mm_encoder_outputs``
-  (transformers >= 5.23) or as ``inputs_embeds`` with explicit 3-D positions (older 5.x, e.g. 5.17);
-- all pairs of one ``score()`` call go through the language model in as few left-padded passes as possible.
-Models whose features cannot be passed back (checked once at load, then verified on a probe image) are scored
-with plain ``processor(images, text) -> model(**inputs)`` batches instead.
+Three strategies, fastest first; the fastest one the model supports and passes a probe with is chosen once at
+load and logged (``strategy`` forces one):
+- ``shared_prefix``: the vision encoder runs once per distinct image (not at all on a feature-cache hit), the
+  prompt prefix all policies share (template, image, fixed instructions) runs once per image with the KV cache
+  on, and the policy suffixes are scored in one batched pass against it (see prefix.py);
+- ``reused_features``: vision features once per image, then one full language-model pass per policy;
+- ``plain``: ``processor(images, text) -> model(**inputs)`` per pair, for any other model family.
+Every strategy batches across images, in passes bounded by rows and by a token budget.
 """
 
 from __future__ import annotations
@@ -27,20 +28,31 @@ import structlog
 import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.glm4v.processing_glm4v import Glm4vProcessor
 from transformers.processing_utils import ProcessorMixin
 
 from moderation_worker.cache import BoundedLRUCache
 from moderation_worker.errors import ConfigurationError
 from moderation_worker.model.base import ImageScores, ModelInfo, ScoringRequest
+from moderation_worker.model.features import (
+    ImageFeatures,
+    Injection,
+    compute_features,
+    feature_inputs,
+    pad_left,
+    to_device,
+)
+from moderation_worker.model.prefix import PrefixJob, SharedPrefixScorer, group_by_budget, split_prompts
 
 log = structlog.get_logger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
-# How precomputed image features go back into the language model.
-_Injection = Literal["mm_encoder_outputs", "inputs_embeds"]
+Strategy = Literal["shared_prefix", "reused_features", "plain"]
+# Fastest first: "auto" takes the first one the model supports and passes the load-time probe with.
+_STRATEGIES: tuple[Strategy, ...] = ("shared_prefix", "reused_features", "plain")
+
+__all__ = ["Glm4vImageOnlyProcessor", "HFScorer", "ImageFeatures", "Strategy"]
 
 
 class Glm4vImageOnlyProcessor(Glm4vProcessor):
@@ -72,19 +84,6 @@ AutoProcessor.register(_LookupByNameOnly, Glm4vImageOnlyProcessor, exist_ok=True
 
 
 @dataclass(frozen=True)
-class ImageFeatures:
-    """One image's vision-encoder output, ready to be spliced into any prompt about that image."""
-
-    embeds: torch.Tensor  # (image tokens, hidden), on the model's device, in the model's dtype
-    grid_thw: torch.Tensor  # (1, 3): the patch grid, from which the model builds the image's positions
-    placeholder: str  # the image token expanded as the processor expands it for this image
-
-    @property
-    def nbytes(self) -> int:
-        return self.embeds.nbytes + self.grid_thw.nbytes + len(self.placeholder.encode())
-
-
-@dataclass(frozen=True)
 class _Pair:
     request_index: int
     prompt_index: int
@@ -107,10 +106,15 @@ class HFScorer:
         no_token_id: int,
         feature_cache: BoundedLRUCache[ImageFeatures] | None = None,
         max_pairs_per_pass: int = 64,
-        reuse_features: bool | None = None,
+        token_budget: int = 16_384,
+        strategy: Literal["auto"] | Strategy = "auto",
     ) -> None:
         if max_pairs_per_pass < 1:
             raise ConfigurationError(f"max_pairs_per_pass must be at least 1, got {max_pairs_per_pass}")
+        if token_budget < 1:
+            raise ConfigurationError(f"token_budget must be at least 1, got {token_budget}")
+        if strategy != "auto" and strategy not in _STRATEGIES:
+            raise ConfigurationError(f"unknown scoring strategy {strategy!r}; expected auto or {_STRATEGIES}")
         self._model = model
         self._processor = processor
         self._tokenizer = processor.tokenizer
@@ -118,16 +122,15 @@ class HFScorer:
         self._answer_ids = torch.tensor([yes_token_id, no_token_id], device=model.device)
         self._feature_cache = feature_cache
         self._max_pairs_per_pass = max_pairs_per_pass
+        self._token_budget = token_budget
         self._device = model.device
-        forward_parameters = inspect.signature(model.forward).parameters
-        self._keeps_last_logits_only = "logits_to_keep" in forward_parameters
-        self._takes_mm_token_type_ids = "mm_token_type_ids" in forward_parameters
+        self._keeps_last_logits_only = "logits_to_keep" in inspect.signature(model.forward).parameters
         # Features depend on the model-side preprocessing (resize budget, normalisation), not just pixels.
         self._preprocessing_key = hashlib.sha256(
             processor.image_processor.to_json_string().encode()
         ).hexdigest()[:16]
         self._render = functools.lru_cache(maxsize=4096)(self._render_uncached)
-        self._injection = self._choose_feature_injection(reuse_features)
+        self._injection, self._strategy = self._choose_strategy(strategy)
 
     @classmethod
     def from_pretrained(
@@ -143,13 +146,17 @@ class HFScorer:
         attn_implementation: str | None = None,
         local_files_only: bool = False,
         max_pairs_per_pass: int = 64,
-        reuse_features: bool | None = None,
+        token_budget: int = 16_384,
+        strategy: Literal["auto"] | Strategy = "auto",
+        compile_model: bool = False,
     ) -> HFScorer:
         """Load a model (hub id or local path) through the Auto classes; ConfigurationError if unusable.
 
-        ``max_pairs_per_pass`` bounds the rows of one language-model pass (memory). ``reuse_features``:
-        None decides by checking the model family and a probe image, False forces the plain path (for
-        comparisons), True requires reuse and refuses to start without it.
+        ``max_pairs_per_pass`` bounds the rows of one pass and ``token_budget`` its tokens (padded prompt
+        tokens, or rows x cached tokens in a suffix pass): together they bound activation and KV memory.
+        ``strategy``: "auto" picks the fastest the model passes a probe with; a named one is required and
+        refuses to start without it (for comparisons and benchmarks). ``compile_model`` wraps the model in
+        ``torch.compile`` (dynamic shapes); worth it on a GPU for long runs, the first batches compile.
         """
         torch_device = _resolve_device(device)
         torch_dtype = _resolve_dtype(dtype, torch_device)
@@ -168,6 +175,8 @@ class HFScorer:
             raise ConfigurationError(f"cannot load model {model!r} (revision {revision}): {exc}") from exc
         _check_processor(processor, model)
         hf_model.to(torch_device).eval()
+        if compile_model:
+            hf_model.compile(dynamic=True)
 
         tokenizer = processor.tokenizer
         # Left padding keeps every row's last real token at position -1, so only one position of logits
@@ -194,7 +203,8 @@ class HFScorer:
             no_token_id=_single_token_id(tokenizer, no_token, "no_token", model, vocab_size),
             feature_cache=feature_cache,
             max_pairs_per_pass=max_pairs_per_pass,
-            reuse_features=reuse_features,
+            token_budget=token_budget,
+            strategy=strategy,
         )
 
     @property
@@ -209,6 +219,11 @@ class HFScorer:
     @property
     def processor(self) -> ProcessorMixin:
         return self._processor
+
+    @property
+    def strategy(self) -> Strategy:
+        """How scores are computed: "shared_prefix", "reused_features" or "plain" (chosen at load)."""
+        return self._strategy
 
     @property
     def reuses_features(self) -> bool:
@@ -227,22 +242,43 @@ class HFScorer:
             for p, prompt in enumerate(request.prompts)
         ]
         with torch.inference_mode():
-            if self._injection is not None:
-                features, hits = self._features_for(requests)
-                logits = self._in_passes(
-                    pairs,
-                    lambda chunk: self._answer_logits_with_features(chunk, features, self._injection),
-                    length=lambda pair: features[pair.request_index].embeds.shape[0] + len(pair.text) // 4,
-                )
-            else:
-                hits = [False] * len(requests)
-                logits = self._in_passes(pairs, lambda chunk: self._answer_logits_plain(chunk, requests))
+            logits, hits = self._answer_logits_per_pair(pairs, requests, self._strategy, self._injection)
         yes = torch.softmax(logits, dim=-1)[:, 0].tolist() if pairs else []
 
         scores = [[0.0] * len(request.prompts) for request in requests]
         for pair, probability in zip(pairs, yes, strict=True):
             scores[pair.request_index][pair.prompt_index] = probability
         return [ImageScores(s, feature_cache_hit=hit) for s, hit in zip(scores, hits, strict=True)]
+
+    def _answer_logits_per_pair(
+        self,
+        pairs: list[_Pair],
+        requests: Sequence[ScoringRequest],
+        strategy: Strategy,
+        injection: Injection | None,
+    ) -> tuple[torch.Tensor, list[bool]]:
+        """(yes, no) logits per pair, in pair order, and per request whether its features were cached."""
+        result = torch.empty(len(pairs), 2, dtype=torch.float32)
+        if strategy == "plain" or injection is None:
+            # Image tokens are unknown before processing: the text length stands in for the budget.
+            lengths = [len(pair.text) // 4 for pair in pairs]
+            self._in_passes(
+                list(range(len(pairs))), lengths, result, lambda ids: self._logits_plain(pairs, ids, requests)
+            )
+            return result, [False] * len(requests)
+        features, hits = self._features_for(requests)
+        token_rows = self._token_rows(pairs, features)
+        in_full = list(range(len(pairs)))
+        if strategy == "shared_prefix":
+            jobs, in_full = self._prefix_jobs(pairs, features, token_rows)
+            self._prefix_scorer(injection).answer_logits(jobs, result)
+        self._in_passes(
+            in_full,
+            [len(token_rows[i]) for i in in_full],
+            result,
+            lambda ids: self._logits_full(pairs, ids, token_rows, features, injection),
+        )
+        return result, hits
 
     # --- prompts -------------------------------------------------------------------------------------------
 
@@ -254,23 +290,60 @@ class HFScorer:
             messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
         )
 
-    # --- passes --------------------------------------------------------------------------------------------
+    def _token_rows(self, pairs: list[_Pair], features: Sequence[ImageFeatures | None]) -> list[list[int]]:
+        """Each pair's full prompt as token ids, its image token expanded for its image."""
+        texts = [
+            pair.text.replace(self._processor.image_token, features[pair.request_index].placeholder, 1)
+            for pair in pairs
+        ]
+        return self._tokenizer(texts)["input_ids"] if texts else []
+
+    # --- shared prefix -------------------------------------------------------------------------------------
+
+    def _prefix_jobs(
+        self,
+        pairs: list[_Pair],
+        features: Sequence[ImageFeatures | None],
+        token_rows: list[list[int]],
+    ) -> tuple[list[PrefixJob], list[int]]:
+        """One job per request with prompts, and the pairs whose prompts cannot share a prefix."""
+        by_request: dict[int, list[int]] = {}
+        for index, pair in enumerate(pairs):
+            by_request.setdefault(pair.request_index, []).append(index)
+        jobs, unshared = [], []
+        for request_index, indices in by_request.items():
+            split = split_prompts([token_rows[i] for i in indices], self._model.config.image_token_id)
+            if split is None:
+                unshared.extend(indices)
+                continue
+            jobs.append(PrefixJob(split=split, features=features[request_index], outputs=indices))
+        return jobs, unshared
+
+    def _prefix_scorer(self, injection: Injection) -> SharedPrefixScorer:
+        return SharedPrefixScorer(
+            model=self._model,
+            processor=self._processor,
+            injection=injection,
+            answer_ids=self._answer_ids,
+            pad_id=self._tokenizer.pad_token_id,
+            token_budget=self._token_budget,
+            max_rows=self._max_pairs_per_pass,
+        )
+
+    # --- full passes ---------------------------------------------------------------------------------------
 
     def _in_passes(
         self,
-        pairs: list[_Pair],
-        answer_logits: Callable[[list[_Pair]], torch.Tensor],
-        length: Callable[[_Pair], int] | None = None,
-    ) -> torch.Tensor:
-        """(yes, no) logits per pair, in pair order, from passes of at most max_pairs_per_pass rows."""
-        order = list(range(len(pairs)))
-        if length is not None:  # similar lengths share a pass, so less of each pass is padding
-            order.sort(key=lambda i: length(pairs[i]))
-        result = torch.empty(len(pairs), 2, dtype=torch.float32)
-        for start in range(0, len(order), self._max_pairs_per_pass):
-            chunk = order[start : start + self._max_pairs_per_pass]
-            result[chunk] = answer_logits([pairs[i] for i in chunk]).float().cpu()
-        return result
+        indices: list[int],
+        lengths: list[int],
+        result: torch.Tensor,
+        answer_logits: Callable[[list[int]], torch.Tensor],
+    ) -> None:
+        """Fill result[i] for each pair index i, in passes bounded by rows and by padded tokens."""
+        groups = group_by_budget(lengths, token_budget=self._token_budget, max_rows=self._max_pairs_per_pass)
+        for group in groups:
+            chunk = [indices[g] for g in group]
+            result[chunk] = answer_logits(chunk).float().cpu()
 
     def _answer_logits(self, inputs: dict[str, Any]) -> torch.Tensor:
         if self._keeps_last_logits_only:
@@ -279,66 +352,34 @@ class HFScorer:
         logits = self._model(**inputs, use_cache=False).logits[:, -1, :]
         return logits.index_select(-1, self._answer_ids)
 
-    def _answer_logits_plain(self, chunk: list[_Pair], requests: Sequence[ScoringRequest]) -> torch.Tensor:
+    def _logits_plain(
+        self, pairs: list[_Pair], chunk: list[int], requests: Sequence[ScoringRequest]
+    ) -> torch.Tensor:
         inputs = self._processor(
-            images=[[requests[pair.request_index].image] for pair in chunk],
-            text=[pair.text for pair in chunk],
+            images=[[requests[pairs[i].request_index].image] for i in chunk],
+            text=[pairs[i].text for i in chunk],
             padding=True,
             return_tensors="pt",
         )
-        return self._answer_logits(dict(inputs.to(self._device, dtype=self._model.dtype)))
-
-    def _answer_logits_with_features(
-        self, chunk: list[_Pair], features: Sequence[ImageFeatures | None], injection: _Injection
-    ) -> torch.Tensor:
-        row_features = [features[pair.request_index] for pair in chunk]
-        texts = [
-            pair.text.replace(self._processor.image_token, f.placeholder, 1)
-            for pair, f in zip(chunk, row_features, strict=True)
-        ]
-        encoded = self._tokenizer(texts, padding=True, return_tensors="pt")
-        inputs: dict[str, Any] = {
-            "input_ids": encoded["input_ids"],
-            "attention_mask": encoded["attention_mask"],
-            "image_grid_thw": torch.cat([f.grid_thw for f in row_features]),
-        }
-        if self._takes_mm_token_type_ids:
-            # Multimodal rope (Glm4v, Qwen2-VL) tells image tokens from text by these.
-            inputs["mm_token_type_ids"] = torch.tensor(
-                self._processor.create_mm_token_type_ids(encoded["input_ids"].tolist())
-            )
-        inputs = {name: value.to(self._device) for name, value in inputs.items()}
-        if injection == "mm_encoder_outputs":
-            # With input_ids, no pixels and no KV cache the model rebuilds its 3-D positions from input_ids,
-            # image_grid_thw and the mask on every call; it never reuses rope_deltas stored by an earlier one.
-            image_outputs = BaseModelOutputWithPooling(pooler_output=[f.embeds for f in row_features])
-            inputs["mm_encoder_outputs"] = {"image": image_outputs}
-        else:
-            inputs = self._embedded(inputs, row_features)
+        inputs = {name: to_device(value, self._device) for name, value in inputs.items()}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self._model.dtype)
         return self._answer_logits(inputs)
 
-    def _embedded(self, inputs: dict[str, Any], row_features: list[ImageFeatures]) -> dict[str, Any]:
-        """inputs_embeds with each image's features in its tokens' places, and explicit 3-D positions.
-
-        For transformers versions whose forward takes no mm_encoder_outputs. Positions come from the model's
-        own rope index: given inputs_embeds alone, the model would offset positions by the rope_deltas an
-        earlier call left in it.
-        """
-        input_ids = inputs["input_ids"]
-        embeds = self._model.get_input_embeddings()(input_ids)
-        image_embeds = torch.cat([f.embeds for f in row_features]).to(embeds.dtype)
-        is_image = (input_ids == self._model.config.image_token_id).unsqueeze(-1).expand_as(embeds)
-        position_ids, _ = self._model.model.get_rope_index(
-            input_ids,
-            mm_token_type_ids=inputs["mm_token_type_ids"],
-            image_grid_thw=inputs["image_grid_thw"],
-            attention_mask=inputs["attention_mask"],
+    def _logits_full(
+        self,
+        pairs: list[_Pair],
+        chunk: list[int],
+        token_rows: list[list[int]],
+        features: Sequence[ImageFeatures | None],
+        injection: Injection,
+    ) -> torch.Tensor:
+        input_ids, attention_mask = pad_left([token_rows[i] for i in chunk], self._tokenizer.pad_token_id)
+        row_features = [features[pairs[i].request_index] for i in chunk]
+        inputs = feature_inputs(
+            self._model, self._processor, input_ids, attention_mask, row_features, injection
         )
-        return {
-            "inputs_embeds": embeds.masked_scatter(is_image, image_embeds),
-            "attention_mask": inputs["attention_mask"],
-            "position_ids": position_ids,
-        }
+        return self._answer_logits(inputs)
 
     # --- vision features -----------------------------------------------------------------------------------
 
@@ -359,7 +400,7 @@ class HFScorer:
         from_cache = set(found)
         missing = [key for key in images if key not in found]
         if missing:
-            computed = self._compute_features([images[key] for key in missing])
+            computed = compute_features(self._model, self._processor, [images[key] for key in missing])
             for key, features in zip(missing, computed, strict=True):
                 found[key] = features
                 if self._feature_cache is not None:
@@ -371,77 +412,72 @@ class HFScorer:
     def _cache_key(self, image_key: str) -> tuple[str, str, str]:
         return (self._info.cache_key, image_key, self._preprocessing_key)
 
-    def _compute_features(self, images: Sequence[Image.Image]) -> list[ImageFeatures]:
-        """Run the vision encoder once over ``images`` (one batch) and split its output per image."""
-        processed = self._processor.image_processor(images=list(images), return_tensors="pt")
-        pixel_values = processed["pixel_values"].to(self._device, dtype=self._model.dtype)
-        grid_thw = processed["image_grid_thw"].to(self._device)
-        with torch.inference_mode():
-            output = self._model.get_image_features(
-                pixel_values=pixel_values, image_grid_thw=grid_thw, return_dict=True
-            )
-        per_image = output.pooler_output
-        if len(per_image) != len(images):
-            raise RuntimeError(f"vision encoder gave {len(per_image)} outputs for {len(images)} images")
-        return [
-            ImageFeatures(
-                # Copies, not views: a cached view would keep the whole batch's tensor alive.
-                embeds=per_image[i].clone(),
-                grid_thw=grid_thw[i : i + 1].clone(),
-                placeholder=self._processor.replace_image_token(processed, image_idx=i),
-            )
-            for i in range(len(images))
-        ]
-
     # --- choosing the strategy, once -----------------------------------------------------------------------
 
-    def _choose_feature_injection(self, requested: bool | None) -> _Injection | None:
-        """How image features go back into the model (None: the plain path). Decided once, logged once."""
-        injection, reason = None, "switched off by configuration"
-        if requested is not False:
-            injection, reason = _feature_injection(self._model, self._processor)
-        if injection is not None:
-            reason = self._probe_feature_reuse(injection)
-        if reason is not None and requested:
-            raise ConfigurationError(f"vision-feature reuse was required but cannot be used: {reason}")
-        if reason is None:
-            log.info("hf_scorer_ready", model=self._info.model_id, vision_features="reused", via=injection)
-            return injection
-        log.warning("hf_scorer_ready", model=self._info.model_id, vision_features="per_pair", reason=reason)
-        return None
+    def _choose_strategy(self, requested: Literal["auto"] | Strategy) -> tuple[Injection | None, Strategy]:
+        """The injection and strategy to score with, the fastest that works here. Decided and logged once."""
+        candidates = _STRATEGIES if requested == "auto" else (requested,)
+        rejected: dict[str, str] = {}
+        for strategy in candidates:
+            injection, reason = None, None
+            if strategy != "plain":
+                injection, reason = _feature_injection(self._model, self._processor, strategy)
+            if reason is None:
+                reason = self._probe(strategy, injection)
+            if reason is None:
+                log.info(
+                    "hf_scorer_ready",
+                    model=self._info.model_id,
+                    strategy=strategy,
+                    via=injection,
+                    **({"not_used": rejected} if rejected else {}),
+                )
+                return injection, strategy
+            if requested != "auto":
+                raise ConfigurationError(
+                    f"scoring strategy {strategy!r} was required but cannot be used: {reason}"
+                )
+            rejected[strategy] = reason
+        raise AssertionError("the plain strategy either passes its probe or raises")  # pragma: no cover
 
-    def _probe_feature_reuse(self, injection: _Injection) -> str | None:
-        """Score a probe image both ways; the reason feature reuse must not be used, or None.
+    def _probe(self, strategy: Strategy, injection: Injection | None) -> str | None:
+        """Score a probe image with ``strategy`` and the plain path; why it must not be used, or None.
 
-        A family can accept precomputed features and still need more than their pooled output (extra
-        per-layer features, say); comparing against the plain path catches that before it skews verdicts.
+        A family can accept precomputed features or a cache and still differ (extra per-layer features, a
+        position scheme the split does not continue): comparing against the plain path catches that at
+        start, before it skews verdicts. The plain path itself failing stops the worker.
         """
-        # Non-square, so a swapped height and width would show.
+        # Non-square, so a swapped height and width would show; two prompts, so suffixes differ.
         image = Image.linear_gradient("L").resize((84, 56)).convert("RGB")
-        pairs = [_Pair(0, 0, self._render("Is this a probe image?"))]
-        request = ScoringRequest(image=image, image_key="probe", prompts=["probe"])
+        prompts = ["Is this a probe image?", "Does this picture show text or a sign?"]
+        requests = [ScoringRequest(image=image, image_key="probe", prompts=prompts)]
+        pairs = [_Pair(0, p, self._render(prompt)) for p, prompt in enumerate(prompts)]
         with torch.inference_mode():
             try:
-                plain = self._answer_logits_plain(pairs, [request]).float()
+                plain, _ = self._answer_logits_per_pair(pairs, requests, "plain", None)
             except Exception as exc:  # the model cannot score at all: stop the worker at start
                 raise ConfigurationError(
                     f"{self._info.model_id!r} failed to score a probe image: {exc!r}"
                 ) from exc
+            if strategy == "plain":
+                return None
+            cache, self._feature_cache = self._feature_cache, None  # the probe must not fill the cache
             try:
-                features = self._compute_features([image])
-                reused = self._answer_logits_with_features(pairs, features, injection).float()
-            except Exception as exc:  # any failure means: do not use this path
-                return f"precomputed features failed: {exc!r}"
+                tried, _ = self._answer_logits_per_pair(pairs, requests, strategy, injection)
+            except Exception as exc:  # any failure means: do not use this strategy
+                return f"it failed on a probe image: {exc!r}"
+            finally:
+                self._feature_cache = cache
         tolerance = 1e-3 if self._model.dtype == torch.float32 else 1e-1
-        difference = (plain - reused).abs().max().item()
+        difference = (plain - tried).abs().max().item()
         if difference > tolerance:
-            return f"precomputed features change the answer logits by {difference:.3g} (> {tolerance})"
+            return f"it changes the probe's answer logits by {difference:.3g} (> {tolerance})"
         return None
 
 
 def _feature_injection(
-    model: PreTrainedModel, processor: ProcessorMixin
-) -> tuple[_Injection | None, str | None]:
+    model: PreTrainedModel, processor: ProcessorMixin, strategy: Strategy
+) -> tuple[Injection | None, str | None]:
     """How this model family can take precomputed image features, or (None, why it cannot)."""
     if not callable(getattr(model, "get_image_features", None)):
         return None, "the model has no get_image_features"
@@ -452,12 +488,15 @@ def _feature_injection(
     expands = getattr(type(processor), "replace_image_token", None)
     if expands is None or expands is getattr(ProcessorMixin, "replace_image_token", None):
         return None, "the processor does not expand its image token through replace_image_token"
+    if not callable(getattr(getattr(model, "model", None), "get_rope_index", None)):
+        return None, "the model has no rope index to give its image tokens explicit positions"
+    if not hasattr(model.config, "image_token_id"):
+        return None, "the model config names no image_token_id"
+    if strategy == "shared_prefix" and "past_key_values" not in inspect.signature(model.forward).parameters:
+        return None, "the model's forward takes no past_key_values"
     if "mm_encoder_outputs" in inspect.signature(model.forward).parameters:
         return "mm_encoder_outputs", None
-    base = getattr(model, "model", None)
-    if callable(getattr(base, "get_rope_index", None)) and hasattr(model.config, "image_token_id"):
-        return "inputs_embeds", None  # transformers before mm_encoder_outputs (e.g. 5.17)
-    return None, "the model takes neither mm_encoder_outputs nor inputs_embeds with a rope index"
+    return "inputs_embeds", None  # transformers before mm_encoder_outputs (e.g. 5.17)
 
 
 def _check_processor(processor: Any, model: str) -> None:

@@ -23,7 +23,7 @@ from moderation_worker.model.hf import Glm4vImageOnlyProcessor
 
 # Written last: a directory holding it with the same parameters is a complete build.
 _BUILD_MARKER = "tiny_build.json"
-_BUILD_FORMAT = 1
+_BUILD_FORMAT = 2
 
 # GLM-4.6V's special tokens, in its order. The model config refers to several of them by id.
 _SPECIAL_TOKENS = [
@@ -95,7 +95,9 @@ CHAT_TEMPLATE = """[gMASK]<sop>
 {{ '<think></think>\n' if (enable_thinking is defined and not enable_thinking) else '' }}
 {%- endif -%}"""
 
-# The words the byte-level BPE learns whole; anything else still tokenises, byte by byte.
+# The words the byte-level BPE learns whole; anything else still tokenises, byte by byte. They include every
+# word of the default policy pack, so its prompts take about as many tokens as with a real model's vocabulary
+# (prompt lengths decide what sharing a prefix saves, so benchmarks need realistic ones).
 _WORDS_TEXT = """
 a about above across adult adults after against alcohol all also an and animal animals answer any
 anyone are arm arms art as at background bare be beach bed being blood bloody body bodies bottle
@@ -114,6 +116,23 @@ table text that the their them there these they this those threat to tobacco toy
 use user violence violent visible war wearing weapon weapons what when where which who whose with
 woman women wound wounds yes you your Answer Are Can Consider Describe Does Has Is Reply Respond Say
 The There This Yes No
+Allowed Apply Buddhist Do Graphic Hate Hindu ID Illegal Judge Misleading Nazi Never Not QR Scams Self
+Sexual Visible Weapons You account acts added address advertising allow allowed ammunition another
+appears apps arousal arts ask awareness bank below breastfeeding careful claim claims classical codes
+confirmation confirmations contact context cryptocurrency data depiction described details diagrams
+discount discounts disorders document documents drawn driving eating educational email encourage exactly
+example exhibits explosive explosives exposed extremism fabricated fake female fictional financial focus
+fraction frame full generated genitals gift giveaway glorification glorify groups guaranteed guess
+handles harmed hatred health historical identity imagery implausible including inflicted information
+injuries insignia investment involving killed kitchen licences links listings login martial medicines
+messages messaging methods misleading moderator museum mutilation name new news nipples number numbers
+obviously off offered ordinary organisations outside overlays packaging pages paraphernalia parts
+passports payment personal pharmacy phishing phone photographic platform pointed police praises
+prescription price prices prominently promise promises promote promotes promotional propaganda push
+ratings readable records recovery reduction repetitive reporting requests results review reviewing
+reviews s sale same scam scars schemes screens screenshots send serious severely sexualised shops showing
+simulated slurs someone spam sports statements subject such suicide swastika through tiny together tools
+torture toys try under uniformed uploaded used viewer way whether without written
 """
 
 
@@ -175,7 +194,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=1024,
+        vocab_size=2048,
         min_frequency=1,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,

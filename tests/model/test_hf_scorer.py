@@ -14,9 +14,12 @@ from transformers import AutoProcessor, Glm4vForConditionalGeneration
 
 import moderation_worker.model.hf as hf
 from moderation_worker.cache import make_feature_cache
+from moderation_worker.config import Settings
 from moderation_worker.errors import ConfigurationError
 from moderation_worker.model.base import ScoringRequest
 from moderation_worker.model.hf import Glm4vImageOnlyProcessor, HFScorer
+from moderation_worker.model.prefix import SharedPrefixScorer
+from moderation_worker.policies import load_policy_pack
 
 POLICIES = [
     "Does this image show a weapon?",
@@ -33,9 +36,15 @@ POLICIES = [
 TOLERANCE = 1e-5
 
 
-# Every way scores are computed: features passed back through mm_encoder_outputs (transformers >= 5.23),
-# through inputs_embeds with explicit positions (older 5.x), or not reused at all.
-MODES = ["mm_encoder_outputs", "inputs_embeds", "plain"]
+# Every way scores are computed: a strategy (shared prefix, full passes on reused features, plain) and how
+# features go back in: mm_encoder_outputs (transformers >= 5.23) or inputs_embeds with explicit positions.
+MODES = [
+    "shared_prefix/mm_encoder_outputs",
+    "shared_prefix/inputs_embeds",
+    "reused_features/mm_encoder_outputs",
+    "reused_features/inputs_embeds",
+    "plain",
+]
 
 
 def _load(tiny_model_dir, **kwargs) -> HFScorer:
@@ -44,16 +53,17 @@ def _load(tiny_model_dir, **kwargs) -> HFScorer:
 
 @pytest.fixture
 def load_in_mode(tiny_model_dir, monkeypatch):
-    """Loads the tiny model scoring in a given mode; reuse is required, so a failing probe fails the test."""
+    """Loads the tiny model scoring in a given mode; the strategy is required, so a failing probe fails."""
 
     def load(mode: str, **kwargs) -> HFScorer:
-        if mode == "plain":
-            return _load(tiny_model_dir, reuse_features=False, **kwargs)
-        if mode == "mm_encoder_outputs" and "mm_encoder_outputs" not in _forward_parameters():
+        strategy, _, injection = mode.partition("/")
+        if strategy == "plain":
+            return _load(tiny_model_dir, strategy="plain", **kwargs)
+        if injection == "mm_encoder_outputs" and "mm_encoder_outputs" not in _forward_parameters():
             pytest.skip("this transformers' forward takes no mm_encoder_outputs")
-        monkeypatch.setattr(hf, "_feature_injection", lambda _model, _processor: (mode, None))
-        scorer = _load(tiny_model_dir, reuse_features=True, **kwargs)
-        assert scorer.feature_injection == mode
+        monkeypatch.setattr(hf, "_feature_injection", lambda _model, _processor, _strategy: (injection, None))
+        scorer = _load(tiny_model_dir, strategy=strategy, **kwargs)
+        assert (scorer.strategy, scorer.feature_injection) == (strategy, injection)
         return scorer
 
     return load
@@ -133,7 +143,7 @@ def test_yes_score_equals_the_probability_of_yes_at_the_first_generated_step(loa
 def test_a_batch_of_mixed_sizes_scores_the_same_as_each_image_alone(load_in_mode, noise_image, mode):
     # Given images of different sizes and shapes (so different image-token counts and padding), each with
     # its own number of prompts, and passes small enough that pairs of different images share one
-    scorer = load_in_mode(mode, max_pairs_per_pass=5)
+    scorer = load_in_mode(mode, max_pairs_per_pass=5, token_budget=512)
     requests = [
         ScoringRequest(noise_image(112, 112), "square", POLICIES[:3]),
         ScoringRequest(noise_image(140, 56), "wide", POLICIES[3:4]),
@@ -152,13 +162,106 @@ def test_a_batch_of_mixed_sizes_scores_the_same_as_each_image_alone(load_in_mode
         _assert_scores_close(batched.yes_probabilities, single.yes_probabilities)
 
 
-def test_reused_features_score_the_same_as_the_plain_processor_path(tiny_model_dir, scorer, noise_image):
-    plain = _load(tiny_model_dir, reuse_features=False)
+@pytest.mark.parametrize("strategy", ["shared_prefix", "reused_features"])
+def test_reused_features_score_the_same_as_the_plain_processor_path(tiny_model_dir, noise_image, strategy):
+    plain = _load(tiny_model_dir, strategy="plain")
+    scorer = _load(tiny_model_dir, strategy=strategy)
     requests = [ScoringRequest(noise_image(w, h), f"img{w}x{h}", POLICIES) for w, h in [(112, 84), (70, 98)]]
 
     assert scorer.reuses_features and not plain.reuses_features
     for reused, expected in zip(scorer.score(requests), plain.score(requests), strict=True):
         _assert_scores_close(reused.yes_probabilities, expected.yes_probabilities)
+
+
+def _pack_prompts(count: int) -> list[str]:
+    """The default pack's real prompts, then short questions under its instructions, up to ``count``."""
+    pack = load_policy_pack(Settings().policy_pack_path())
+    extra = [f"{pack.instructions}\n\nQuestion: {question}\n{pack.answer_format}" for question in POLICIES]
+    return ([pack.prompt(policy) for policy in pack.policies] + extra)[:count]
+
+
+@pytest.mark.parametrize("policies", [1, 4, 16])
+@pytest.mark.parametrize(
+    ("width", "height"), [(112, 112), (112, 56), (42, 98)], ids=["square", "wide", "tall"]
+)
+def test_shared_prefix_scores_equal_one_full_prompt_pass_per_policy(
+    tiny_model_dir, noise_image, policies, width, height
+):
+    # Given a policy pack of 1, 4 or 16 prompts and square or non-square images (different 3-D positions)
+    shared = _load(tiny_model_dir, strategy="shared_prefix")
+    plain = _load(tiny_model_dir, strategy="plain")
+    requests = [ScoringRequest(noise_image(width, height), "img", _pack_prompts(policies))]
+
+    # When scored with the shared prefix and with one full-prompt processor pass per policy
+    [got] = shared.score(requests)
+    [expected] = plain.score(requests)
+
+    # I expect the same probabilities, to well within 1e-4 (the issue's bound) in float32
+    assert len(got.yes_probabilities) == policies
+    _assert_scores_close(got.yes_probabilities, expected.yes_probabilities)
+
+
+class _LanguageModelPasses:
+    """Records (rows, new tokens, cached tokens) of every language-model pass, through a forward hook."""
+
+    def __init__(self, scorer: HFScorer) -> None:
+        self.passes: list[tuple[int, int, int]] = []
+        self._handle = scorer.model.model.language_model.register_forward_hook(self._record, with_kwargs=True)
+
+    def _record(self, _module, _args, kwargs, _output) -> None:
+        rows, new_tokens = kwargs["inputs_embeds"].shape[:2]
+        cache = kwargs.get("past_key_values")
+        cached = cache.get_seq_length() - new_tokens if cache is not None else 0
+        self.passes.append((rows, new_tokens, cached))
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+def test_the_shared_prefix_runs_once_per_image_and_the_policies_once_against_its_cache(
+    tiny_model_dir, noise_image
+):
+    scorer = _load(tiny_model_dir, strategy="shared_prefix")
+    prompts = _pack_prompts(16)
+    requests = [
+        ScoringRequest(noise_image(112, 112), "a", prompts),
+        ScoringRequest(noise_image(56, 84), "b", prompts),
+    ]
+    passes = _LanguageModelPasses(scorer)
+    try:
+        scorer.score(requests)
+    finally:
+        passes.close()
+
+    # I expect one prefix pass over both images with nothing cached, holding the image and the pack's
+    # instructions, then one pass of the 32 policy suffixes against that cache
+    assert len(passes.passes) == 2
+    (prefix_rows, prefix_tokens, prefix_cached), (suffix_rows, _, suffix_cached) = passes.passes
+    assert (prefix_rows, prefix_cached) == (2, 0)
+    instructions = load_policy_pack(Settings().policy_pack_path()).instructions
+    assert prefix_tokens > 16 + len(scorer.processor.tokenizer(instructions)["input_ids"])
+    assert suffix_rows == 32 and suffix_cached == prefix_tokens
+
+
+def test_a_token_budget_splits_passes_without_changing_scores(tiny_model_dir, noise_image):
+    # Given a budget too small for two prefixes in one pass, or more than a few suffix rows on their cache
+    roomy = _load(tiny_model_dir, strategy="shared_prefix")
+    tight = _load(tiny_model_dir, strategy="shared_prefix", token_budget=256)
+    requests = [
+        ScoringRequest(noise_image(112, 112), "a", _pack_prompts(6)),
+        ScoringRequest(noise_image(84, 56), "b", POLICIES[:5]),
+    ]
+    passes = _LanguageModelPasses(tight)
+    try:
+        got = tight.score(requests)
+    finally:
+        passes.close()
+
+    # I expect more, smaller passes, none above the budget, and the same scores
+    assert len(passes.passes) > 4
+    assert all(rows * (new + cached) <= 256 or rows == 1 for rows, new, cached in passes.passes)
+    for batched, expected in zip(got, roomy.score(requests), strict=True):
+        _assert_scores_close(batched.yes_probabilities, expected.yes_probabilities)
 
 
 def test_the_vision_encoder_runs_once_per_distinct_image_not_once_per_prompt(
@@ -289,32 +392,65 @@ def test_the_tiny_model_loads_through_the_production_loader_with_its_full_proces
 def test_a_model_family_that_cannot_take_features_falls_back_to_plain_batches_and_says_so_once(
     tiny_model_dir, scorer, noise_image, monkeypatch
 ):
-    monkeypatch.setattr(hf, "_feature_injection", lambda _model, _processor: (None, "no mm_encoder_outputs"))
+    monkeypatch.setattr(
+        hf, "_feature_injection", lambda _model, _processor, _strategy: (None, "no mm_encoder_outputs")
+    )
     with capture_logs() as logs:
         fallback = _load(tiny_model_dir)
         request = ScoringRequest(noise_image(84, 84), "img", POLICIES[:3])
         results = fallback.score([request])
         fallback.score([request])
 
-    assert not fallback.reuses_features
+    assert fallback.strategy == "plain" and not fallback.reuses_features
     ready = [entry for entry in logs if entry["event"] == "hf_scorer_ready"]
-    assert [entry["reason"] for entry in ready] == ["no mm_encoder_outputs"]
+    assert len(ready) == 1 and ready[0]["strategy"] == "plain"
+    assert ready[0]["not_used"] == {
+        "shared_prefix": "no mm_encoder_outputs",
+        "reused_features": "no mm_encoder_outputs",
+    }
     _assert_scores_close(results[0].yes_probabilities, scorer.score([request])[0].yes_probabilities)
+
+
+def test_the_auto_strategy_is_the_shared_prefix_on_a_glm4v_model(scorer):
+    assert scorer.strategy == "shared_prefix" and scorer.reuses_features
+
+
+def test_a_shared_prefix_that_would_change_scores_falls_back_to_full_passes_at_startup(
+    tiny_model_dir, noise_image, monkeypatch
+):
+    # Given a model whose text positions after the image would not continue where the split assumes
+    original = SharedPrefixScorer._prefix_pass
+
+    def shifted(self, jobs):
+        cache, mask, next_position = original(self, jobs)
+        return cache, mask, next_position + 3
+
+    monkeypatch.setattr(SharedPrefixScorer, "_prefix_pass", shifted)
+
+    # I expect the probe to catch it: auto settles on full passes over reused features and says why,
+    # and requiring the shared prefix refuses to start
+    with capture_logs() as logs:
+        fallback = _load(tiny_model_dir)
+    assert fallback.strategy == "reused_features"
+    [ready] = [entry for entry in logs if entry["event"] == "hf_scorer_ready"]
+    assert "answer logits" in ready["not_used"]["shared_prefix"]
+    with pytest.raises(ConfigurationError, match=r"shared_prefix.*answer logits"):
+        _load(tiny_model_dir, strategy="shared_prefix")
 
 
 def test_feature_reuse_that_would_change_scores_is_caught_at_startup(tiny_model_dir, monkeypatch):
     # Given a family whose reused features differ from what its own forward computes
-    original = HFScorer._compute_features
+    original = hf.compute_features
 
-    def skewed(self, images):
-        return [replace(features, embeds=features.embeds * 1.5) for features in original(self, images)]
+    def skewed(model, processor, images):
+        return [replace(f, embeds=f.embeds * 1.5) for f in original(model, processor, images)]
 
-    monkeypatch.setattr(HFScorer, "_compute_features", skewed)
+    monkeypatch.setattr(hf, "compute_features", skewed)
 
     # I expect the start-up probe to notice and fall back, or refuse when reuse is required
-    assert not _load(tiny_model_dir).reuses_features
+    assert _load(tiny_model_dir).strategy == "plain"
     with pytest.raises(ConfigurationError, match="answer logits"):
-        _load(tiny_model_dir, reuse_features=True)
+        _load(tiny_model_dir, strategy="reused_features")
 
 
 @pytest.mark.parametrize(
@@ -323,6 +459,8 @@ def test_feature_reuse_that_would_change_scores_is_caught_at_startup(tiny_model_
         ({"dtype": "float8"}, "unknown dtype"),
         ({"device": "cuda:0"} if not torch.cuda.is_available() else {"device": "nonsense"}, "device"),
         ({"max_pairs_per_pass": 0}, "max_pairs_per_pass"),
+        ({"token_budget": 0}, "token_budget"),
+        ({"strategy": "fastest"}, "unknown scoring strategy"),
     ],
 )
 def test_startup_refuses_unusable_settings(tiny_model_dir, kwargs, message):
