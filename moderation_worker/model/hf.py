@@ -176,7 +176,7 @@ class HFScorer:
         _check_processor(processor, model)
         hf_model.to(torch_device).eval()
         if compile_model:
-            hf_model.compile(dynamic=True)
+            _compile_decoder(hf_model)
 
         tokenizer = processor.tokenizer
         # Left padding keeps every row's last real token at position -1, so only one position of logits
@@ -497,6 +497,17 @@ def _feature_injection(
     if "mm_encoder_outputs" in inspect.signature(model.forward).parameters:
         return "mm_encoder_outputs", None
     return "inputs_embeds", None  # transformers before mm_encoder_outputs (e.g. 5.17)
+
+
+def _compile_decoder(model: PreTrainedModel) -> None:
+    """torch.compile the language model's decoder stack, where nearly all the FLOPs are, in place.
+
+    Not the whole forward: its multimodal glue (placeholder checks, rope index) breaks graphs and
+    recompiles per shape for no gain. Dynamic shapes, because every batch pads to a new length.
+    """
+    decoder = getattr(getattr(model, "model", None), "language_model", None) or model
+    decoder.compile(dynamic=True)
+    log.info("model_compiled", module=type(decoder).__name__)
 
 
 def _check_processor(processor: Any, model: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -478,3 +479,20 @@ def test_importing_the_model_package_imports_neither_torch_nor_transformers():
     code = "import sys, moderation_worker.model; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None,
+    reason="torch.compile's CPU backend (inductor) needs a C++ compiler",
+)
+def test_a_compiled_decoder_scores_the_same_as_the_eager_model(tiny_model_dir, scorer, noise_image):
+    # Given the model_compile setting (torch.compile of the decoder stack; inductor on CPU here)
+    compiled = _load(tiny_model_dir, compile_model=True)
+    requests = [ScoringRequest(noise_image(84, 112), "img", POLICIES[:3])]
+
+    # I expect the decoder to run compiled, and the same scores as the eager model
+    assert compiled.model.model.language_model._compiled_call_impl is not None
+    assert scorer.model.model.language_model._compiled_call_impl is None
+    [got] = compiled.score(requests)
+    [expected] = scorer.score(requests)
+    _assert_scores_close(got.yes_probabilities, expected.yes_probabilities)
