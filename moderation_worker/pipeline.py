@@ -4,12 +4,17 @@ Stages, each a method below: parse (contract and policy subset) -> fetch and dec
 -> verdict cache -> score the misses together, one request per distinct image -> build verdicts.
 No Kafka here: the worker hands in records and publishes what comes back. Every record gets
 exactly one outcome: a result, a dead letter (the event is bad), or a retry (infrastructure failed).
+
+The stages come in two halves so that the worker can overlap them across batches: ``prepare``
+(parse, fetch, decode: I/O and CPU work that touches no shared state but the fetch pool) may run on
+a background thread, ``finish`` (verdict cache, scoring, verdicts) runs on the worker's loop thread,
+because the verdict cache and the scorer are used by one thread only. ``process`` is both in turn.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -112,6 +117,23 @@ class _Job:
         return self.image.cache_key
 
 
+@dataclass(frozen=True)
+class PreparedBatch:
+    """A batch after ``prepare``: each record parsed, its image fetched and decoded (or its error
+    noted), in input order. The hand-off from the thread that prepares to the one that finishes."""
+
+    jobs: tuple[_Job, ...]
+
+    @property
+    def records(self) -> list[InboundRecord]:
+        return [job.record for job in self.jobs]
+
+    def keeping(self, keep: Callable[[InboundRecord], bool]) -> PreparedBatch:
+        """The batch less the records ``keep`` refuses (the worker's: partitions rewound or revoked
+        while the batch waited); the others are finished exactly as they would have been."""
+        return PreparedBatch(tuple(job for job in self.jobs if keep(job.record)))
+
+
 class Pipeline:
     def __init__(
         self,
@@ -141,14 +163,25 @@ class Pipeline:
         self._model_key = info.cache_key
 
     def process(self, records: Sequence[InboundRecord]) -> list[Outcome]:
-        started = time.perf_counter()
+        return self.finish(self.prepare(records))
+
+    def prepare(self, records: Sequence[InboundRecord]) -> PreparedBatch:
+        """Parse, fetch and decode. Safe off the loop thread: it uses the fetcher and the fetch
+        pool only, never the verdict cache or the scorer."""
+        started = time.perf_counter()  # an event's total latency counts from here, waiting included
         jobs = [_Job(record=r, started=started) for r in records]
         for job in jobs:
             self._parse(job)
         self._fetch_and_decode([j for j in jobs if j.alive])
+        return PreparedBatch(tuple(jobs))
+
+    def finish(self, prepared: PreparedBatch) -> list[Outcome]:
+        """Verdict cache, scoring and verdicts: one outcome per prepared record, in its order.
+        On the loop thread only, once per prepared batch (it fills in the batch's jobs)."""
+        jobs = prepared.jobs
         self._lookup_verdicts([j for j in jobs if j.alive])
         self._score([j for j in jobs if j.alive and not j.verdict_hit])
-        return [self._finish(job) for job in jobs]
+        return [self._outcome(job) for job in jobs]
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
@@ -273,7 +306,7 @@ class Pipeline:
         merged.update(scores)
         self._verdict_cache.put(key, merged)
 
-    def _finish(self, job: _Job) -> Outcome:
+    def _outcome(self, job: _Job) -> Outcome:
         event_id = job.request.event_id if job.request else job.event_id
         if isinstance(job.error, TransientError):
             return Outcome(job.record, OutcomeKind.RETRY, event_id=event_id, error=job.error)

@@ -6,6 +6,15 @@ partition's progress at that record: the partition is rewound to it and held the
 so the worker keeps polling (and its group membership) while S3 is down. A worker killed
 at any moment leaves uncommitted records to its successor, which reprocesses them; ``event_id`` is
 the idempotency key downstream.
+
+With ``prepare_ahead`` the loop overlaps two batches: while batch N is finished (scored), published
+and committed on the loop thread, batch N+1, already polled, is prepared (parsed, fetched, decoded)
+on one background thread. Only the loop thread touches the consumer, the producer, the verdict cache
+and the scorer; the background thread runs ``Pipeline.prepare`` and nothing else. A prepared batch
+has no outcomes yet, so nothing of it is published or committed until it is finished: records of
+partitions rewound (held for retry, or a failed publish) or revoked while it waited are dropped from
+it, and a stop drops all of it. The rewound position, or the next owner's committed offset, brings
+those records again.
 """
 
 from __future__ import annotations
@@ -14,7 +23,8 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -26,7 +36,7 @@ from kafka.structs import OffsetAndMetadata
 from moderation_worker.cache import BoundedLRUCache
 from moderation_worker.errors import StorageUnavailableError, TransientError
 from moderation_worker.health import HealthState, WorkerMetrics
-from moderation_worker.pipeline import InboundRecord, Outcome, OutcomeKind, Pipeline
+from moderation_worker.pipeline import InboundRecord, Outcome, OutcomeKind, Pipeline, PreparedBatch
 from moderation_worker.publish import OutcomePublisher
 from moderation_worker.retry import PartitionBackoff
 
@@ -53,6 +63,38 @@ class RunSummary:
         return self.results + self.dead_letters
 
 
+@dataclass
+class _Prepared:
+    """A polled batch whose ``prepare`` runs, or ran, on the background thread. Loop thread only.
+
+    ``stale`` collects the partitions rewound or revoked since the poll: their records here are no
+    longer the next ones this worker will process, so ``take`` leaves them out."""
+
+    records: list[InboundRecord]
+    polled_at: float  # perf_counter() at the poll: the 'batch' stage runs from here to the commit
+    future: Future[PreparedBatch]
+    stale: set[TopicPartition] = field(default_factory=set)
+
+    @property
+    def live_count(self) -> int:
+        return sum(1 for record in self.records if _tp(record) not in self.stale)
+
+    def mark_stale(self, partitions: Iterable[TopicPartition]) -> int:
+        """Leaves the partitions' records out from now on; returns how many that drops."""
+        before = self.live_count
+        self.stale.update(partitions)
+        return before - self.live_count
+
+    def take(self) -> PreparedBatch:
+        """Waits for the prepare, re-raising what it raised, and returns it less the stale records."""
+        prepared = self.future.result()
+        return prepared.keeping(lambda record: _tp(record) not in self.stale)
+
+    def failure(self) -> BaseException | None:
+        """What the prepare raised, once it is over (None if it succeeded or never ran)."""
+        return None if self.future.cancelled() else self.future.exception()
+
+
 class Worker:
     def __init__(
         self,
@@ -63,6 +105,7 @@ class Worker:
         input_topic: str,
         batch_size: int,
         poll_timeout_ms: int,
+        prepare_ahead: bool = True,
         backoff: PartitionBackoff,
         metrics: WorkerMetrics,
         health: HealthState,
@@ -77,6 +120,9 @@ class Worker:
         self._input_topic = input_topic
         self._batch_size = batch_size
         self._poll_timeout_ms = poll_timeout_ms
+        self._prepare_ahead = prepare_ahead
+        self._preparer: ThreadPoolExecutor | None = None  # the background thread, while run() runs
+        self._prepared: _Prepared | None = None  # the batch prepared ahead, not finished yet
         self._backoff = backoff
         self._metrics = metrics
         self._health = health
@@ -96,32 +142,80 @@ class Worker:
 
     def run(self) -> RunSummary:
         self._consumer.subscribe([self._input_topic], listener=_Rebalance(self))
-        log.info("worker_started", topic=self._input_topic, batch_size=self._batch_size)
+        log.info(
+            "worker_started",
+            topic=self._input_topic,
+            batch_size=self._batch_size,
+            prepare_ahead=self._prepare_ahead,
+        )
+        if self._prepare_ahead:
+            # One thread: at most one batch is being prepared while one is finished, so what the
+            # worker holds stays bounded at two batches.
+            self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
         try:
             with self._signals_handled():
                 while not self._should_stop():
                     self._health.beat()
                     self._release_due_partitions()
-                    records = self._poll()
-                    if records:
-                        self._handle_batch(records)
+                    if self._preparer is None:
+                        self._turn()
+                    else:
+                        self._turn_ahead(self._preparer)
         finally:
             self._shutdown()
         return self.summary
 
     def request_stop(self) -> None:
-        """Stop taking records; the batch in hand is finished, published and committed first.
+        """Stop taking records; the batch being finished is published and committed first, a batch
+        only prepared ahead is dropped (nothing of it was published or committed).
 
         Safe from a signal handler: it only sets an event (anything taking a lock here could
         deadlock against the loop holding the same lock when the signal lands)."""
         self._stop_requested.set()
 
-    def _handle_batch(self, records: list[InboundRecord]) -> None:
+    def _turn(self) -> None:
+        """One batch start to end on this thread: poll, prepare, finish, publish, commit."""
+        records = self._poll(timeout_ms=self._poll_timeout_ms)
+        if records:
+            self._last_activity = self._clock()
+            self._metrics.set_in_flight(len(records))
+            started = time.perf_counter()
+            self._complete(self._pipeline.prepare(records), started=started)
+
+    def _turn_ahead(self, preparer: ThreadPoolExecutor) -> None:
+        """Poll batch N+1 and start preparing it, then finish batch N, prepared since last turn.
+
+        Batch N is ``self._prepared`` during the poll, so a rebalance inside the poll drops its
+        revoked partitions; batch N+1 is ``self._prepared`` while N is finished, so partitions that
+        finishing N rewinds are dropped from it."""
+        ready = self._prepared
+        if ready is None:
+            records = self._poll(timeout_ms=self._poll_timeout_ms)
+        else:
+            # With a batch ready, take only what the client already holds: never keep it waiting.
+            records = self._poll(timeout_ms=0, in_hand=ready.live_count)
+        self._prepared = self._submit(preparer, records) if records else None
+        self._metrics.set_in_flight(self._records_in_hand() + (ready.live_count if ready else 0))
+        if ready is not None:
+            self._complete(ready.take(), started=ready.polled_at)
+
+    def _submit(self, preparer: ThreadPoolExecutor, records: list[InboundRecord]) -> _Prepared:
         self._last_activity = self._clock()
+        polled_at = time.perf_counter()
+        return _Prepared(records, polled_at, preparer.submit(self._pipeline.prepare, records))
+
+    def _complete(self, prepared: PreparedBatch, *, started: float) -> None:
+        """Finish a prepared batch, publish its outcomes, commit, and hold what is to be retried."""
+        try:
+            if prepared.records:  # else every partition of it was rewound or revoked while it waited
+                self._finish_and_publish(prepared, started)
+        finally:
+            self._metrics.set_in_flight(self._records_in_hand())
+
+    def _finish_and_publish(self, prepared: PreparedBatch, started: float) -> None:
+        records = prepared.records
         self._metrics.observe_batch(len(records))
-        self._metrics.set_in_flight(len(records))
-        started = time.perf_counter()
-        outcomes = self._pipeline.process(records)
+        outcomes = self._pipeline.finish(prepared)
         final, rewind_to = _split_at_first_retry(outcomes)
         try:
             t0 = time.perf_counter()
@@ -131,7 +225,6 @@ class Worker:
             log.warning("publish_failed_rewinding_batch", error=str(exc), records=len(records))
             self._health.set_broker_connected(False)
             self._hold_for_retry(_first_offsets(records), reason="publish")
-            self._metrics.set_in_flight(0)
             return
         self._health.set_broker_connected(True)
         self._commit(records, rewind_to)
@@ -139,26 +232,49 @@ class Worker:
         self._hold_for_retry(rewind_to, reason="storage" if storage_failed else "processing")
         self._account(final, rewound=set(rewind_to))
         self._metrics.observe_stage("batch", time.perf_counter() - started)
-        self._metrics.set_in_flight(0)
         self._report_lag(records)
         for name, cache in self._caches.items():
             self._metrics.set_cache_size(
                 name, entries=len(cache), size_bytes=cache.current_size if name == "feature" else None
             )
 
+    def _records_in_hand(self) -> int:
+        """Records of the batch prepared ahead (none without prepare_ahead)."""
+        return self._prepared.live_count if self._prepared is not None else 0
+
+    def _drop_prepared(self, partitions: Iterable[TopicPartition], *, reason: str) -> None:
+        """Leave these partitions out of the batch prepared ahead: they were rewound or revoked."""
+        prepared = self._prepared
+        if prepared is None:
+            return
+        partitions = set(partitions)
+        dropped = prepared.mark_stale(partitions)
+        if dropped:
+            log.info(
+                "prepared_records_dropped",
+                reason=reason,
+                records=dropped,
+                partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in partitions),
+            )
+
     # --- steps -------------------------------------------------------------------------------------
 
-    def _poll(self) -> list[InboundRecord]:
+    def _poll(self, *, timeout_ms: int, in_hand: int = 0) -> list[InboundRecord]:
+        """Up to a batch of records, none of held partitions. ``in_hand``: records polled but not
+        finished yet, which may all become final outcomes too."""
         max_records = self._batch_size
         if self._stop_conditions.max_events is not None:
-            max_records = max(1, min(max_records, self._stop_conditions.max_events - self.summary.events))
+            left = self._stop_conditions.max_events - self.summary.events - in_hand
+            if left <= 0:
+                return []  # the batch in hand may complete the run: read nothing past it
+            max_records = min(max_records, left)
         try:
-            polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms, max_records=max_records)
+            polled = self._consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
             self._check_broker_connections()
         except KafkaError as exc:
             self._health.set_broker_connected(False)
             log.warning("poll_failed", error=repr(exc))
-            self._sleep(min(1.0, self._poll_timeout_ms / 1000))
+            self._sleep(min(1.0, timeout_ms / 1000))
             return []
         held = self._backoff.held
         records = [_inbound(r) for tp, batch in polled.items() if tp not in held for r in batch]
@@ -168,7 +284,7 @@ class Worker:
             self._consumer.seek(tp, held[tp])
         if held_back and not records:
             # Only held partitions had data: wait instead of refetching them in a hot loop.
-            self._sleep(self._poll_timeout_ms / 1000)
+            self._sleep(timeout_ms / 1000)
         records.sort(key=lambda r: (r.topic, r.partition, r.offset))
         return records
 
@@ -235,6 +351,9 @@ class Worker:
             self._storage_held.update(rewind_to)
             self._health.set_s3_ok(not self._storage_held)
         self._metrics.set_held_partitions(len(self._backoff.held))
+        # The seeks moved these partitions back: their records in a batch prepared meanwhile will be
+        # polled again, so processing them now would publish them twice (and out of order).
+        self._drop_prepared(rewind_to, reason="rewound")
 
     def _report_lag(self, records: list[InboundRecord]) -> None:
         # highwater() comes with every fetch response: no extra request to the broker.
@@ -310,13 +429,15 @@ class Worker:
             log.info("stopping_after_max_events", events=self.summary.events)
             return True
         idle = self._clock() - self._last_activity >= (conditions.idle_timeout_s or float("inf"))
-        if idle and not self._backoff.held:
+        if idle and not self._backoff.held and self._prepared is None:  # a batch in hand is no idling
             log.info("stopping_after_idle", idle_s=conditions.idle_timeout_s)
             return True
         return False
 
     def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Called inside poll(), between batches: everything handled so far is already committed.
+        # Called inside poll(), between batches: everything finished so far is already committed. A
+        # batch prepared ahead is not finished: its records of these partitions go to the next owner.
+        self._drop_prepared(revoked, reason="revoked")
         self._backoff.forget(revoked)
         for tp in revoked:
             self._metrics.forget_partition(tp.topic, tp.partition)
@@ -361,8 +482,14 @@ class Worker:
     def _shutdown(self) -> None:
         self._closing = True
         self._health.set_stopping()
+        # A batch prepared ahead is dropped: nothing of it was published or committed, so the next
+        # owner of its partitions processes it from their committed offsets.
+        abandoned, self._prepared = self._prepared, None
+        if abandoned is not None:
+            log.info("prepared_batch_dropped", reason="stopping", records=abandoned.live_count)
         for name, close in (
             ("consumer", lambda: self._consumer.close(autocommit=False)),  # leaves the group
+            ("preparer", lambda: self._stop_preparer(abandoned)),  # before the fetch pool closes
             ("pipeline", self._pipeline.close),
         ):
             try:
@@ -376,6 +503,17 @@ class Worker:
             retries=self.summary.retries,
         )
 
+    def _stop_preparer(self, abandoned: _Prepared | None) -> None:
+        if self._preparer is None:
+            return
+        # Waits for a prepare still running: it ends within the batch's fetch budget.
+        self._preparer.shutdown(wait=True, cancel_futures=True)
+        self._preparer = None
+        failure = abandoned.failure() if abandoned is not None else None
+        if failure is not None:
+            # Nobody takes the dropped batch's result: say what its prepare raised instead of losing it.
+            log.error("dropped_batch_prepare_failed", error=repr(failure), exc_info=failure)
+
 
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, worker: Worker) -> None:
@@ -386,6 +524,10 @@ class _Rebalance(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned):
         self._worker._on_assigned(set(assigned))
+
+
+def _tp(record: InboundRecord) -> TopicPartition:
+    return TopicPartition(record.topic, record.partition)
 
 
 def _inbound(record) -> InboundRecord:

@@ -1,6 +1,8 @@
 """The loop's delivery rules, with an in-memory consumer and producer.
 
-The integration tests run the same rules against a real broker."""
+Most rules are checked in both modes: with prepare-ahead (the default: batch N+1 is fetched and
+decoded on a background thread while batch N is scored) and without. The integration tests run the
+same rules against a real broker."""
 
 from __future__ import annotations
 
@@ -50,15 +52,24 @@ class FakeConsumer:
         self.seeks: list[tuple[TopicPartition, int]] = []
         self.closed = False
         self.listener = None
+        self.rebalance_listener = None
         self.clock = clock
 
     def subscribe(self, topics, listener=None):
-        self.listener = listener
+        self.listener = self.rebalance_listener = listener
+
+    def revoke(self, partitions: set[TopicPartition]) -> None:
+        """A rebalance inside poll(): the worker hears of it and the partitions go to another member."""
+        self.rebalance_listener.on_partitions_revoked(set(partitions))
+        for tp in partitions:
+            del self.log[tp], self.position_of[tp]
 
     def assignment(self):
         return set(self.log)
 
     def poll(self, timeout_ms=0, max_records=None):
+        if max_records is not None and max_records <= 0:
+            raise ValueError("max_records must be positive")  # as KafkaConsumer.poll
         if self.listener is not None:
             self.listener.on_partitions_assigned(set(self.log))
             self.listener = None
@@ -182,7 +193,9 @@ def _event(n: int, url: str | None = None) -> bytes:
     return json.dumps({"event_id": f"e{n}", "image_url": url or f"s3://bucket/img{n % 3}.png"}).encode()
 
 
-def _world(records: dict[int, list[bytes]], *, stop: StopConditions | None = None):
+def _world(
+    records: dict[int, list[bytes]], *, stop: StopConditions | None = None, prepare_ahead: bool = True
+):
     clock = FakeClock()
     consumer = FakeConsumer(records, clock)
     producer = FakeProducer()
@@ -206,6 +219,7 @@ def _world(records: dict[int, list[bytes]], *, stop: StopConditions | None = Non
         input_topic=TOPIC,
         batch_size=4,
         poll_timeout_ms=100,
+        prepare_ahead=prepare_ahead,
         backoff=PartitionBackoff(initial_s=1.0, max_s=4.0, clock=clock),
         metrics=WorkerMetrics(),
         health=HealthState(stall_after_s=60),
@@ -222,8 +236,73 @@ def _event_ids(sent: list) -> list[str]:
     return [json.loads(value)["event_id"] for _key, value, _headers in sent]
 
 
-def test_every_record_is_published_once_and_offsets_committed_past_the_last():
-    world = _world({0: [_event(n) for n in range(5)], 1: [_event(n) for n in range(5, 9)]})
+BOTH_MODES = pytest.mark.parametrize("prepare_ahead", [True, False], ids=["ahead", "in_turn"])
+P0, P1 = TopicPartition(TOPIC, 0), TopicPartition(TOPIC, 1)
+
+
+def _offsets(records) -> list[tuple[int, int]]:
+    return [(r.partition, r.offset) for r in records]
+
+
+def _trace(world, *, on_prepare=None, on_finish=None) -> list[tuple[str, object, str]]:
+    """Records (step, what, thread) for each poll with records, prepare, finish and commit.
+
+    ``on_prepare(n)`` / ``on_finish(n)`` run before the n-th (from 0) prepare / finish: the hooks
+    tests use to hold a stage until another has reached a point."""
+    steps: list[tuple[str, object, str]] = []
+    consumer, pipeline = world.consumer, world.worker._pipeline
+    poll, commit, prepare, finish = consumer.poll, consumer.commit, pipeline.prepare, pipeline.finish
+
+    def step(name: str, what: object) -> None:
+        steps.append((name, what, threading.current_thread().name))
+
+    def traced_poll(timeout_ms=0, max_records=None):
+        polled = poll(timeout_ms, max_records)
+        if polled:
+            step("poll", [(r.partition, r.offset) for batch in polled.values() for r in batch])
+        return polled
+
+    def traced_commit(offsets):
+        step("commit", {tp.partition: meta.offset for tp, meta in offsets.items()})
+        commit(offsets)
+
+    def traced_prepare(records):
+        n = sum(1 for s in steps if s[0] == "prepare")
+        step("prepare", _offsets(records))
+        if on_prepare is not None:
+            on_prepare(n)
+        return prepare(records)
+
+    def traced_finish(prepared):
+        n = sum(1 for s in steps if s[0] == "finish")
+        if on_finish is not None:
+            on_finish(n)
+        step("finish", _offsets(prepared.records))
+        return finish(prepared)
+
+    consumer.poll, consumer.commit = traced_poll, traced_commit
+    pipeline.prepare, pipeline.finish = traced_prepare, traced_finish
+    return steps
+
+
+def _on_loop_thread(steps) -> list[tuple[str, object]]:
+    loop = threading.current_thread().name  # the tests call run() on this thread
+    return [(name, what) for name, what, thread in steps if thread == loop]
+
+
+def _of(steps, name: str) -> list:
+    return [what for step, what, _thread in steps if step == name]
+
+
+def _p0(offsets) -> list[tuple[int, int]]:
+    return [(0, o) for o in offsets]
+
+
+@BOTH_MODES
+def test_every_record_is_published_once_and_offsets_committed_past_the_last(prepare_ahead):
+    world = _world(
+        {0: [_event(n) for n in range(5)], 1: [_event(n) for n in range(5, 9)]}, prepare_ahead=prepare_ahead
+    )
     summary = world.worker.run()
     assert summary.results == 9
     assert sorted(_event_ids(world.producer.sent["results"])) == sorted(f"e{n}" for n in range(9))
@@ -246,7 +325,8 @@ def test_results_keep_the_input_key_and_flagged_ones_also_go_to_review():
     assert _event_ids(world.producer.sent["review"]) == flagged
 
 
-def test_a_transient_fetch_failure_rewinds_only_its_partition_and_nothing_is_dead_lettered():
+@BOTH_MODES
+def test_a_transient_fetch_failure_rewinds_only_its_partition_and_nothing_is_dead_lettered(prepare_ahead):
     records = {
         0: [
             _event(0, "s3://bucket/img0.png"),
@@ -255,7 +335,7 @@ def test_a_transient_fetch_failure_rewinds_only_its_partition_and_nothing_is_dea
         ],
         1: [_event(3, "s3://bucket/img0.png")],
     }
-    world = _world(records)
+    world = _world(records, prepare_ahead=prepare_ahead)
     world.fetcher.failures["s3://bucket/img1.png"] = 3  # offset 1 of partition 0 fails three times
     summary = world.worker.run()
     p0 = TopicPartition(TOPIC, 0)
@@ -271,8 +351,9 @@ def test_a_transient_fetch_failure_rewinds_only_its_partition_and_nothing_is_dea
     assert world.consumer.committed(p0) == 3
 
 
-def test_a_batch_the_broker_did_not_acknowledge_is_not_committed_and_is_redone():
-    world = _world({0: [_event(n) for n in range(3)]})
+@BOTH_MODES
+def test_a_batch_the_broker_did_not_acknowledge_is_not_committed_and_is_redone(prepare_ahead):
+    world = _world({0: [_event(n) for n in range(3)]}, prepare_ahead=prepare_ahead)
     world.producer.fail_next_flushes = 1
     summary = world.worker.run()
     assert world.consumer.commits[0][TopicPartition(TOPIC, 0)] == 3  # only after the successful retry
@@ -378,11 +459,17 @@ def test_a_repeated_image_is_served_from_the_verdict_cache():
     assert len({json.dumps(r["policies"]) for r in results}) == 1
 
 
-def test_it_stops_after_max_events_without_reading_past_them():
-    world = _world({0: [_event(n) for n in range(10)]}, stop=StopConditions(max_events=6))
+@BOTH_MODES
+def test_it_stops_after_max_events_without_reading_past_them(prepare_ahead):
+    world = _world(
+        {0: [_event(n) for n in range(10)]}, stop=StopConditions(max_events=6), prepare_ahead=prepare_ahead
+    )
     summary = world.worker.run()
     assert summary.events == 6
-    assert world.consumer.committed(TopicPartition(TOPIC, 0)) == 6
+    assert _event_ids(world.producer.sent["results"]) == [f"e{n}" for n in range(6)]
+    assert world.consumer.committed(P0) == 6
+    # With a batch prepared ahead the poll for the next one counts it: no record past the sixth is read.
+    assert world.consumer.position(P0) == 6
 
 
 @pytest.mark.parametrize("failures", [1, 5])
@@ -392,3 +479,158 @@ def test_idle_timeout_waits_for_partitions_still_backing_off(failures):
     summary = world.worker.run()
     assert summary.results == 1
     assert summary.retries == failures
+
+
+# --- prepare-ahead: batch N+1 is fetched and decoded while batch N is scored -------------------------
+
+
+def test_the_next_batch_is_prepared_while_the_current_one_is_finished():
+    world = _world({0: [_event(n) for n in range(8)]})
+    second_prepare_began = threading.Event()
+    waited = []
+
+    def on_prepare(n):
+        if n == 1:
+            second_prepare_began.set()
+
+    def on_finish(n):
+        if n == 0:
+            # Batch 1 is not finished until batch 2's prepare has begun: without overlap this would
+            # wait in vain (the timeout only keeps a broken build from hanging).
+            waited.append(second_prepare_began.wait(timeout=30))
+
+    steps = _trace(world, on_prepare=on_prepare, on_finish=on_finish)
+    summary = world.worker.run()
+    assert waited == [True]
+    # The loop thread polls batch 2 before finishing batch 1; prepares run on the background thread.
+    assert _on_loop_thread(steps) == [
+        ("poll", _p0(range(4))),
+        ("poll", _p0(range(4, 8))),
+        ("finish", _p0(range(4))),
+        ("commit", {0: 4}),
+        ("finish", _p0(range(4, 8))),
+        ("commit", {0: 8}),
+    ]
+    assert {thread for step, _what, thread in steps if step == "prepare"} == {"prepare_0"}
+    assert summary.results == 8
+    assert _event_ids(world.producer.sent["results"]) == [f"e{n}" for n in range(8)]
+
+
+def test_without_prepare_ahead_each_batch_is_polled_prepared_finished_and_committed_in_turn():
+    world = _world({0: [_event(n) for n in range(8)]}, prepare_ahead=False)
+    steps = _trace(world)
+    world.worker.run()
+    assert [(step, what) for step, what, _thread in steps] == [
+        ("poll", _p0(range(4))),
+        ("prepare", _p0(range(4))),
+        ("finish", _p0(range(4))),
+        ("commit", {0: 4}),
+        ("poll", _p0(range(4, 8))),
+        ("prepare", _p0(range(4, 8))),
+        ("finish", _p0(range(4, 8))),
+        ("commit", {0: 8}),
+    ]
+    assert _on_loop_thread(steps) == [(step, what) for step, what, _thread in steps]
+    assert not [t for t in threading.enumerate() if t.name.startswith("prepare")]
+
+
+def test_records_of_a_partition_held_after_a_batch_are_dropped_from_the_batch_prepared_ahead():
+    # Batch 1 is offsets 0-3 of partition 0; batch 2, polled while batch 1 is finished, is offsets
+    # 4-5 of partition 0 and 0-1 of partition 1. Offset 1 of partition 0 fails once, transiently.
+    flaky = "s3://bucket/flaky.png"
+    world = _world(
+        {0: [_event(0), _event(1, flaky), *[_event(n) for n in range(2, 6)]], 1: [_event(6), _event(7)]}
+    )
+    world.fetcher.objects[flaky] = _png((1, 2, 3))
+    world.fetcher.failures[flaky] = 1
+    steps = _trace(world)
+    summary = world.worker.run()
+
+    assert _of(steps, "prepare")[1] == [(0, 4), (0, 5), (1, 0), (1, 1)]
+    # Partition 0 was rewound to offset 1 while batch 2 waited: only partition 1 of it is finished.
+    assert _of(steps, "finish")[:2] == [_p0(range(4)), [(1, 0), (1, 1)]]
+    assert (P0, 1) in world.consumer.seeks
+    # After the hold, every event is published exactly once, partition 0 in offset order.
+    results = _event_ids(world.producer.sent["results"])
+    assert sorted(results) == [f"e{n}" for n in range(8)]
+    assert [e for e in results if e in {f"e{n}" for n in range(6)}] == [f"e{n}" for n in range(6)]
+    assert summary.retries == 1 and world.producer.sent["dlq"] == []
+    p0_commits = [c[P0] for c in world.consumer.commits if P0 in c]
+    assert p0_commits[0] == 1 and p0_commits == sorted(p0_commits)
+    assert world.consumer.committed(P0) == 6 and world.consumer.committed(P1) == 2
+
+
+def test_a_batch_prepared_while_a_publish_failed_drops_the_rewound_partitions():
+    world = _world({0: [_event(n) for n in range(8)]})
+    world.producer.fail_next_flushes = 1  # batch 1 is not acknowledged: partition 0 goes back to 0
+    steps = _trace(world)
+    summary = world.worker.run()
+
+    assert _of(steps, "prepare")[1] == _p0(range(4, 8))
+    # Batch 2 held only partition 0: nothing of it is finished before batch 1 is redone.
+    assert _of(steps, "finish")[:2] == [_p0(range(4)), _p0(range(4))]
+    assert _event_ids(world.producer.sent["results"]) == [f"e{n}" for n in range(8)]
+    assert world.consumer.commits == [{P0: 4}, {P0: 8}]
+    assert summary.retries == 1
+
+
+def test_records_of_partitions_revoked_while_prepared_are_dropped():
+    # Batch 1 holds offsets 0-1 of both partitions; a rebalance in the next poll takes partition 1.
+    world = _world({0: [_event(0), _event(1)], 1: [_event(2), _event(3)]})
+    steps = _trace(world)
+    poll, polls = world.consumer.poll, []
+
+    def poll_with_rebalance(timeout_ms=0, max_records=None):
+        polls.append(timeout_ms)
+        if len(polls) == 2:
+            world.consumer.revoke({P1})
+        return poll(timeout_ms, max_records)
+
+    world.consumer.poll = poll_with_rebalance
+    summary = world.worker.run()
+
+    assert _of(steps, "prepare")[0] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert _of(steps, "finish") == [[(0, 0), (0, 1)]]
+    # Partition 1's records are its next owner's: not published, not committed here.
+    assert _event_ids(world.producer.sent["results"]) == ["e0", "e1"]
+    assert world.consumer.commits == [{P0: 2}]
+    assert summary.partitions_revoked == 1 and summary.events == 2
+
+
+def test_a_stop_finishes_the_batch_in_hand_and_drops_the_one_prepared_ahead():
+    world = _world({0: [_event(n) for n in range(8)]})
+    second_prepare_began = threading.Event()
+
+    def on_prepare(n):
+        if n == 1:
+            second_prepare_began.set()
+
+    def on_finish(n):
+        if n == 0:  # a stop (SIGTERM) lands while batch 1 is scored and batch 2 is prepared
+            second_prepare_began.wait(timeout=30)
+            world.worker.request_stop()
+
+    steps = _trace(world, on_prepare=on_prepare, on_finish=on_finish)
+    summary = world.worker.run()
+
+    assert _of(steps, "prepare") == [_p0(range(4)), _p0(range(4, 8))]
+    assert _of(steps, "finish") == [_p0(range(4))]
+    assert _event_ids(world.producer.sent["results"]) == ["e0", "e1", "e2", "e3"]
+    assert world.consumer.commits == [{P0: 4}]  # batch 2 is left to the successor
+    assert summary.events == 4 and world.consumer.closed
+    assert not [t for t in threading.enumerate() if t.name.startswith("prepare")]
+
+
+@BOTH_MODES
+def test_a_prepare_that_raises_stops_the_worker_with_its_error(prepare_ahead):
+    world = _world({0: [_event(n) for n in range(8)]}, prepare_ahead=prepare_ahead)
+
+    def broken(records):
+        raise RuntimeError("a bug in prepare")
+
+    world.worker._pipeline.prepare = broken
+    with pytest.raises(RuntimeError, match="a bug in prepare"):
+        world.worker.run()
+    assert world.consumer.commits == [] and not any(world.producer.sent.values())
+    assert world.consumer.closed
+    assert not [t for t in threading.enumerate() if t.name.startswith("prepare")]
