@@ -148,6 +148,9 @@ class Worker:
             batch_size=self._batch_size,
             prepare_ahead=self._prepare_ahead,
         )
+        # Idle time counts from here, not from construction: whatever ran in between (loading, a
+        # slow start of something else) is not the input topic being idle.
+        self._last_activity = self._clock()
         if self._prepare_ahead:
             # One thread: at most one batch is being prepared while one is finished, so what the
             # worker holds stays bounded at two batches.

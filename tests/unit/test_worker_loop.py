@@ -472,6 +472,13 @@ def test_it_stops_after_max_events_without_reading_past_them(prepare_ahead):
     assert world.consumer.position(P0) == 6
 
 
+def test_idle_time_counts_from_run_not_from_construction():
+    world = _world({0: [_event(n) for n in range(3)]}, stop=StopConditions(idle_timeout_s=5))
+    world.consumer.clock.advance(60)  # the worker was built long before it ran
+    summary = world.worker.run()
+    assert summary.results == 3
+
+
 @pytest.mark.parametrize("failures", [1, 5])
 def test_idle_timeout_waits_for_partitions_still_backing_off(failures):
     world = _world({0: [_event(0, "s3://bucket/img1.png")]}, stop=StopConditions(idle_timeout_s=0.5))
