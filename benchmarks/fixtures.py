@@ -1,0 +1,296 @@
+"""What several sections share: the run's options, the CPU benchmark model, policy packs, the local stack."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from benchmarks import photos
+from benchmarks.report import REPO
+from benchmarks.timing import progress
+from moderation_worker.policies import Policy, PolicyPack, load_policy_pack
+
+if TYPE_CHECKING:
+    # Imported where used: section 5 must run where only the model's dependencies are installed (a GPU
+    # machine without the Kafka and S3 clients).
+    from moderation_worker.app import Runtime
+    from moderation_worker.config import Settings
+    from moderation_worker.localstack import LocalStack
+    from moderation_worker.model.base import Scorer
+    from moderation_worker.model.hf import HFScorer
+
+DEFAULT_PACK = REPO / "policies" / "default.yaml"
+EXTRA_POLICIES = Path(__file__).resolve().parent / "policies16.yaml"
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A tiny random GLM-4.6V-style model (moderation_worker.model.tiny) and the photo size it is fed."""
+
+    hidden_size: int
+    num_layers: int
+    image_px: int  # square photos of this edge; also the model's pixel budget (image_px ** 2)
+
+    @property
+    def name(self) -> str:
+        return f"tiny-glm4v-h{self.hidden_size}-l{self.num_layers}-{self.image_px}px"
+
+    def describe(self) -> dict[str, int | str]:
+        return {
+            "name": self.name,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "max_image_pixels": self.image_px**2,
+            "photo_px": self.image_px,
+        }
+
+
+# The CPU benchmark model of the issue, and the tiny shape --quick uses instead.
+BENCH_SHAPE = ModelShape(hidden_size=256, num_layers=4, image_px=448)
+QUICK_SHAPE = ModelShape(hidden_size=64, num_layers=2, image_px=112)
+
+
+@dataclass
+class Context:
+    """The run's options and the resources sections share; ``close()`` stops whatever was started."""
+
+    cache_dir: Path
+    repeats: int
+    warmup: int
+    quick: bool
+    gpu_section_on_cpu: bool = False
+    _stack: LocalStack | None = field(default=None, repr=False)
+    _bucket: str | None = field(default=None, repr=False)
+    _uploaded: dict[tuple[int, tuple[int, int]], list[str]] = field(default_factory=dict, repr=False)
+
+    @property
+    def shape(self) -> ModelShape:
+        return QUICK_SHAPE if self.quick else BENCH_SHAPE
+
+    def model_dir(self) -> Path:
+        """The CPU benchmark model, built once into the cache dir (a few seconds the first time)."""
+        from moderation_worker.model.tiny import build_tiny_glm4v
+
+        shape = self.shape
+        started = time.perf_counter()
+        path = build_tiny_glm4v(
+            self.cache_dir / shape.name,
+            hidden_size=shape.hidden_size,
+            num_layers=shape.num_layers,
+            max_image_pixels=shape.image_px**2,
+        )
+        elapsed = time.perf_counter() - started
+        if elapsed > 1:
+            progress(f"built {shape.name} in {elapsed:.1f} s")
+        return path
+
+    # --- the local stack (sections 3 and 4) --------------------------------------------------------
+
+    def stack(self) -> LocalStack:
+        """tansu and SeaweedFS on 127.0.0.1, started on first use and stopped by ``close()``."""
+        if self._stack is None:
+            from moderation_worker.localstack import LocalStack, create_bucket
+
+            progress("starting the local stack (tansu, SeaweedFS)")
+            stack = LocalStack()
+            self._stack = stack  # set before start(): close() must stop a half-started stack too
+            stack.start()
+            self._bucket = "bench-photos"
+            client = stack.s3_endpoint.client()
+            create_bucket(client, self._bucket)
+            client.close()
+        return self._stack
+
+    def uploaded_photos(self, count: int, size: tuple[int, int]) -> tuple[str, list[str]]:
+        """(bucket, keys) of ``count`` distinct JPEGs of ``size`` in the stack's S3, uploaded once."""
+        stack = self.stack()
+        assert self._bucket is not None
+        wanted = (count, size)
+        if wanted not in self._uploaded:
+            files = photos.jpeg_files(self.cache_dir / "photos", count, size)
+            client = stack.s3_endpoint.client()
+            keys = []
+            for path in files:
+                key = f"uploads/{size[0]}x{size[1]}/{path.name}"
+                client.put_object(Bucket=self._bucket, Key=key, Body=path.read_bytes())
+                keys.append(key)
+            client.close()
+            total = sum(path.stat().st_size for path in files)
+            progress(f"uploaded {count} JPEGs of {size[0]}x{size[1]} ({total / count / 1024:.0f} KiB each)")
+            self._uploaded[wanted] = keys
+        return self._bucket, self._uploaded[wanted]
+
+    def close(self) -> None:
+        if self._stack is not None:
+            progress("stopping the local stack")
+            self._stack.close()
+            self._stack = None
+
+
+# --- scorers -----------------------------------------------------------------------------------------
+
+
+def load_scorer(model_dir: Path, *, strategy: str = "auto", feature_cache=None) -> HFScorer:
+    from moderation_worker.model.hf import HFScorer
+
+    return HFScorer.from_pretrained(
+        str(model_dir),
+        device="cpu",
+        local_files_only=True,
+        strategy=strategy,
+        feature_cache=feature_cache,
+    )
+
+
+# --- policy packs ------------------------------------------------------------------------------------
+
+
+def default_pack() -> PolicyPack:
+    return load_policy_pack(DEFAULT_PACK)
+
+
+def pack16() -> PolicyPack:
+    """The default pack's ten policies followed by the six of benchmarks/policies16.yaml."""
+    base = default_pack()
+    extra = load_policy_pack(EXTRA_POLICIES)
+    document = base.model_dump(mode="json")
+    document["name"] = f"{base.name}+benchmark-extras"
+    document["policies"] += [policy.model_dump(mode="json") for policy in extra.policies]
+    return PolicyPack.model_validate(document)  # validated again: ids stay unique
+
+
+def compact_prompt(pack: PolicyPack, policy: Policy) -> str:
+    """The policy's question and the answer format only: no instructions, no title, no rule."""
+    return f"{policy.question}\n{pack.answer_format}"
+
+
+# --- the worker on the local stack -------------------------------------------------------------------
+
+
+def worker_settings(stack: LocalStack, *, input_topic: str, quick: bool = False, **overrides) -> Settings:
+    """A worker's settings for the local stack (``run_worker`` gives each run a consumer group of its own)."""
+    from pydantic import SecretStr
+
+    from moderation_worker.config import Settings
+
+    endpoint = stack.s3_endpoint
+    values = dict(
+        kafka_bootstrap_servers=stack.bootstrap_servers,
+        input_topic=input_topic,
+        results_topic=f"{input_topic}.results",
+        review_topic=f"{input_topic}.review",
+        dlq_topic=f"{input_topic}.dlq",
+        s3_endpoint_url=endpoint.endpoint_url,
+        s3_region=endpoint.region,
+        s3_access_key_id=SecretStr(endpoint.access_key),
+        s3_secret_access_key=SecretStr(endpoint.secret_key),
+        # Group join on tansu takes about half the session timeout: kept short (it is outside the timing),
+        # shortest in quick mode, where the smoke test pays for every join.
+        session_timeout_ms=2000 if quick else 6000,
+        heartbeat_interval_ms=500 if quick else 1000,
+        health_port=None,
+        worker_id="benchmark",
+        idle_timeout_s=120.0,  # a safety net: a run that stalls ends instead of hanging the suite
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+def publish_requests(stack: LocalStack, bucket: str, keys: list[str], *, partitions: int = 3) -> str:
+    """A new input topic (and its output topics) holding one request event per key; returns its name."""
+    from kafka import KafkaProducer
+
+    from moderation_worker.localstack import create_topics
+
+    topic = f"bench-requests-{uuid.uuid4().hex[:12]}"
+    create_topics(stack.bootstrap_servers, [topic], partitions=partitions)
+    create_topics(stack.bootstrap_servers, [f"{topic}.results", f"{topic}.review", f"{topic}.dlq"])
+    producer = KafkaProducer(bootstrap_servers=stack.bootstrap_servers, acks="all")
+    try:
+        for index, key in enumerate(keys):
+            content_id = f"content-{index:05d}"
+            event = {
+                "schema_version": 1,
+                "event_id": f"bench-{uuid.uuid4().hex}",
+                "image_url": f"s3://{bucket}/{key}",
+                "content_id": content_id,
+                "tenant": "benchmark",
+                "source": "benchmarks",
+            }
+            producer.send(topic, key=content_id.encode(), value=json.dumps(event).encode())
+        producer.flush(timeout=60)
+    finally:
+        producer.close()
+    return topic
+
+
+@dataclass
+class WorkerRun:
+    """One worker run over a backlog: timed from partition assignment to the last event committed."""
+
+    events: int
+    seconds: float
+    stages: dict[str, tuple[float, int]]  # stage -> (sum of seconds, observations), from WorkerMetrics
+    batches: int
+    rebalances: int  # partitions revoked during the run (0 in a clean run)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds
+
+
+def run_worker(settings: Settings, scorer: Scorer, expected: int) -> WorkerRun:
+    """Run the real worker (build_runtime) until ``expected`` events are done; time the draining.
+
+    The group join (seconds on tansu) is not the worker's throughput, so the clock starts when the
+    worker reports its partitions assigned (its readiness state) and stops when its summary counts
+    every event as published and committed. A watcher thread samples both every 2 ms.
+    """
+    from moderation_worker.app import build_runtime
+    from moderation_worker.health import STAGES
+
+    # A consumer group of its own, so every run reads the backlog from the start.
+    fresh = {"max_events": expected, "group_id": f"bench-{uuid.uuid4().hex[:12]}"}
+    runtime: Runtime = build_runtime(settings.model_copy(update=fresh), scorer=scorer)
+    marks: dict[str, float] = {}
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.is_set():
+            now = time.perf_counter()
+            if "assigned" not in marks and runtime.health.readiness().body["partitions"] > 0:
+                marks["assigned"] = now
+            if runtime.worker.summary.events >= expected:
+                marks["done"] = now
+                return
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, name="bench-watch", daemon=True)
+    watcher.start()
+    try:
+        summary = runtime.run()
+    finally:
+        finished.set()
+        watcher.join()
+    if summary.results != expected or summary.dead_letters or "done" not in marks or "assigned" not in marks:
+        raise RuntimeError(
+            f"the worker did not process the backlog cleanly: {summary.results} results, "
+            f"{summary.dead_letters} dead letters {dict(summary.dead_letter_codes)}, "
+            f"{summary.retries} retries, expected {expected} results"
+        )
+    registry = runtime.metrics.registry
+    stages = {}
+    for stage in STAGES:
+        labels = {"stage": stage}
+        total = registry.get_sample_value("moderation_stage_duration_seconds_sum", labels) or 0.0
+        count = registry.get_sample_value("moderation_stage_duration_seconds_count", labels) or 0.0
+        stages[stage] = (total, int(count))
+    batches = int(registry.get_sample_value("moderation_batch_size_events_count") or 0)
+    if summary.partitions_revoked:
+        progress(f"warning: {summary.partitions_revoked} partitions revoked during a timed run")
+    return WorkerRun(expected, marks["done"] - marks["assigned"], stages, batches, summary.partitions_revoked)
