@@ -77,6 +77,30 @@ def _quiet_libraries(level: str) -> None:
     hf_logging.set_verbosity_error()
 
 
+def _machine_line(document: dict) -> str:
+    m = document["machine"]
+    gpus = ", ".join(m["gpu_names"]) or "no GPU"
+    load = ", ".join(f"{x:.2f}" for x in document["load_average_at_start"])
+    return (
+        f"machine: {m['cpu_model']}, {m['cpu_cores_usable']} cores, {m['ram_gib']} GiB, {gpus}; "
+        f"python {m['python']}, torch {m['torch']}, transformers {m['transformers']}; "
+        f"load average {load}; {m['date']}\n"
+    )
+
+
+def _targets_summary(document: dict) -> str:
+    lines = ["== Targets"]
+    for number, section in document["sections"].items():
+        if "skipped" in section:
+            lines.append(f"{number}. {section['title']}: skipped ({section['skipped']})")
+        for target in section["targets"]:
+            state = "met" if target["met"] else "MISSED"
+            lines.append(
+                f"{number}. {target['name']}: {target['value']:.3g} (wanted {target['wanted']})  {state}"
+            )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     sections = parse_sections(args.sections)
@@ -110,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_at_start": list(os.getloadavg()),
         "sections": {},
     }
+    print(_machine_line(document), flush=True)
     started = time.perf_counter()
     failed = []
     try:
@@ -133,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ctx.close()
     document["load_average_at_end"] = list(os.getloadavg())
+    print(_targets_summary(document), flush=True)
     document["seconds"] = round(time.perf_counter() - started, 1)
     if args.out is not None:
         write_json(args.out, document)

@@ -135,7 +135,19 @@ class Context:
 # --- scorers -----------------------------------------------------------------------------------------
 
 
+def scorer_options() -> dict[str, int]:
+    """The worker's default bounds on a pass (rows, tokens), as ``load_scorer`` applies them."""
+    from moderation_worker.config import Settings
+
+    fields = Settings.model_fields
+    return {
+        "max_pairs_per_pass": fields["score_batch_pairs"].default,
+        "token_budget": fields["score_token_budget"].default,
+    }
+
+
 def load_scorer(model_dir: Path, *, strategy: str = "auto", feature_cache=None) -> HFScorer:
+    """The CPU benchmark model through the production loader, bounded like the worker's by default."""
     from moderation_worker.model.hf import HFScorer
 
     return HFScorer.from_pretrained(
@@ -144,6 +156,7 @@ def load_scorer(model_dir: Path, *, strategy: str = "auto", feature_cache=None) 
         local_files_only=True,
         strategy=strategy,
         feature_cache=feature_cache,
+        **scorer_options(),
     )
 
 

@@ -17,6 +17,7 @@ from benchmarks.fixtures import (
     load_scorer,
     publish_requests,
     run_worker,
+    scorer_options,
     worker_settings,
 )
 from benchmarks.report import SectionResult, Table, fmt
@@ -113,6 +114,7 @@ def run(ctx: Context) -> SectionResult:
     shape = ctx.shape
     result.info = {
         "model": shape.describe(),
+        "scorer_options": scorer_options(),
         "strategy": scorer.strategy,
         "images": count,
         "photo_size": list(size),

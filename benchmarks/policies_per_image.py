@@ -18,7 +18,7 @@ from statistics import mean
 import torch
 
 from benchmarks import photos
-from benchmarks.fixtures import Context, compact_prompt, load_scorer, pack16
+from benchmarks.fixtures import Context, compact_prompt, load_scorer, pack16, scorer_options
 from benchmarks.report import SectionResult, Table, fmt
 from benchmarks.timing import Target, interleaved, progress, ratio
 from moderation_worker.model.base import ImageScores, ScoringRequest
@@ -124,6 +124,7 @@ def run(ctx: Context) -> SectionResult:
     }
     result.info = {
         "model": shape.describe(),
+        "scorer_options": scorer_options(),
         "pack": {"name": pack.name, "policies": [p.id for p in pack.policies]},
         "naive_max_new_tokens": NAIVE_NEW_TOKENS,
         "feature_cache": "none: the vision encoder runs in every call",

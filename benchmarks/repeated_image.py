@@ -17,7 +17,7 @@ import time
 import uuid
 
 from benchmarks import photos
-from benchmarks.fixtures import Context, default_pack, load_scorer
+from benchmarks.fixtures import Context, default_pack, load_scorer, scorer_options
 from benchmarks.report import SectionResult, Table, fmt
 from benchmarks.timing import Figure, Target, progress, ratio
 from moderation_worker.app import build_pipeline
@@ -91,6 +91,7 @@ def run(ctx: Context) -> SectionResult:
     }
     result.info = {
         "model": shape.describe(),
+        "scorer_options": scorer_options(),
         "strategy": scorer.strategy,
         "pack": {"name": pack.name, "policies": len(pack.policies), "hash": pack.content_hash},
         "edited_pack_hash": edited.content_hash,
