@@ -158,7 +158,10 @@ def _git() -> dict[str, Any]:
         return out.stdout.strip()
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--", "moderation_worker", "benchmarks", "policies")
+    # Tracked code only: the report being written (benchmarks/results/) must not count.
+    status = git(
+        "status", "--porcelain", "--untracked-files=no", "--", "moderation_worker", "benchmarks", "policies"
+    )
     return {"git_commit": commit, "git_tree_modified": bool(status) if status is not None else None}
 
 
