@@ -306,12 +306,15 @@ class HFScorer:
         features: Sequence[ImageFeatures | None],
         token_rows: list[list[int]],
     ) -> tuple[list[PrefixJob], list[int]]:
-        """One job per request with prompts, and the pairs whose prompts cannot share a prefix."""
+        """One job per request with several prompts, and the pairs to score in full passes instead."""
         by_request: dict[int, list[int]] = {}
         for index, pair in enumerate(pairs):
             by_request.setdefault(pair.request_index, []).append(index)
         jobs, unshared = [], []
         for request_index, indices in by_request.items():
+            if len(indices) == 1:  # nothing to share: one full pass beats a prefix pass plus a suffix pass
+                unshared.extend(indices)
+                continue
             split = split_prompts([token_rows[i] for i in indices], self._model.config.image_token_id)
             if split is None:
                 unshared.extend(indices)
