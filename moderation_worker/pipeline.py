@@ -6,13 +6,15 @@ No Kafka here: the worker hands in records and publishes what comes back. Every 
 exactly one outcome: a result, a dead letter (the event is bad), or a retry (infrastructure failed).
 
 The stages come in two halves so that the worker can overlap them across batches: ``prepare``
-(parse, fetch, decode: I/O and CPU work that touches no shared state but the fetch pool) may run on
-a background thread, ``finish`` (verdict cache, scoring, verdicts) runs on the worker's loop thread,
-because the verdict cache and the scorer are used by one thread only. ``process`` is both in turn.
+(parse, fetch, decode: I/O and CPU work) may run on a background thread, ``finish`` (scoring,
+verdicts) runs on the worker's loop thread, because the scorer is used by one thread only. The
+verdict cache, locked, is read in both: ``prepare`` serves a repeat of known bytes without decoding
+them, ``finish`` catches verdicts stored since. ``process`` is both in turn.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -45,7 +47,7 @@ from moderation_worker.events import (
     parse_request,
 )
 from moderation_worker.fetch import Fetcher
-from moderation_worker.images import DecodedImage, decode_image
+from moderation_worker.images import DecodedImage, decode_image, image_cache_key
 from moderation_worker.model.base import Scorer, ScoringRequest
 from moderation_worker.policies import Policy, PolicyPack
 
@@ -91,6 +93,29 @@ class ImageLimits:
     allowed_formats: frozenset[str]
 
 
+@dataclass(frozen=True)
+class ImageFacts:
+    """What a verdict says about its image; known after one decode, so a repeat need not decode."""
+
+    sha256: str
+    width: int
+    height: int
+    format: str
+    byte_size: int
+
+    @classmethod
+    def of(cls, image: DecodedImage) -> ImageFacts:
+        return cls(image.sha256, image.width, image.height, image.format, image.byte_size)
+
+
+@dataclass(frozen=True)
+class CachedVerdict:
+    """A verdict-cache entry: the scores of every policy scored on one image so far, and its facts."""
+
+    scores: dict[str, float]
+    image: ImageFacts
+
+
 @dataclass
 class _Job:
     """One record's state as it moves through the stages."""
@@ -100,7 +125,9 @@ class _Job:
     event_id: str | None = None
     request: ModerationRequest | None = None
     policies: list[Policy] = field(default_factory=list)
-    image: DecodedImage | None = None
+    image: DecodedImage | None = None  # None on a verdict-cache hit found before decoding
+    facts: ImageFacts | None = None
+    cache_key: str | None = None  # the image's, from its bytes' digest and the preprocessing
     error: ModerationError | None = None
     scores: dict[str, float] = field(default_factory=dict)
     verdict_hit: bool = False
@@ -113,8 +140,8 @@ class _Job:
 
     @property
     def image_key(self) -> str:
-        assert self.image is not None
-        return self.image.cache_key
+        assert self.cache_key is not None
+        return self.cache_key
 
 
 @dataclass(frozen=True)
@@ -143,7 +170,7 @@ class Pipeline:
         pack: PolicyPack,
         limits: ImageLimits,
         worker_id: str,
-        verdict_cache: BoundedLRUCache[dict[str, float]],
+        verdict_cache: BoundedLRUCache[CachedVerdict],
         fetch_concurrency: int = 8,
         fetch_timeout_s: float = 120.0,
     ) -> None:
@@ -167,7 +194,7 @@ class Pipeline:
 
     def prepare(self, records: Sequence[InboundRecord]) -> PreparedBatch:
         """Parse, fetch and decode. Safe off the loop thread: it uses the fetcher and the fetch
-        pool only, never the verdict cache or the scorer."""
+        pool and reads the verdict cache (locked), never the scorer."""
         started = time.perf_counter()  # an event's total latency counts from here, waiting included
         jobs = [_Job(record=r, started=started) for r in records]
         for job in jobs:
@@ -214,22 +241,26 @@ class Pipeline:
             outcome = future.result()
             if isinstance(outcome, ModerationError):
                 job.error = outcome
-            else:
-                job.image = outcome
+            elif outcome is not None:  # None: served from the verdict cache, nothing decoded
+                job.image, job.facts = outcome, ImageFacts.of(outcome)
 
-    def _fetch_one(self, job: _Job) -> DecodedImage | ModerationError:
+    def _fetch_one(self, job: _Job) -> DecodedImage | ModerationError | None:
         assert job.request is not None
         try:
             t0 = time.perf_counter()
             fetched = self._fetcher.fetch(job.request.image_url)
             t1 = time.perf_counter()
+            job.timings_ms["fetch"] = _ms(t1 - t0)
+            job.cache_key = image_cache_key(hashlib.sha256(fetched.data).hexdigest(), self._limits.max_edge)
+            # A repeat of bytes that decoded and scored before: no decode (the cache is thread-safe).
+            if self._use_cached_verdict(job):
+                return None
             image = decode_image(
                 fetched.data,
                 max_edge=self._limits.max_edge,
                 max_pixels=self._limits.max_pixels,
                 allowed_formats=self._limits.allowed_formats,
             )
-            job.timings_ms["fetch"] = _ms(t1 - t0)
             job.timings_ms["decode"] = _ms(time.perf_counter() - t1)
             return image
         except ModerationError as exc:
@@ -242,13 +273,21 @@ class Pipeline:
         return (job.image_key, self._pack_info.hash, self._model_key)
 
     def _lookup_verdicts(self, jobs: list[_Job]) -> None:
+        """Hits stored since the batch was prepared (by the batch finished just before it)."""
         for job in jobs:
-            cached = self._verdict_cache.get(self._verdict_key(job))
-            if cached is not None and all(p.id in cached for p in job.policies):
-                job.scores = {p.id: cached[p.id] for p in job.policies}
-                job.verdict_hit = True
-                job.feature_hit = False
-                job.timings_ms["score"] = 0.0
+            if not job.verdict_hit:
+                self._use_cached_verdict(job)
+
+    def _use_cached_verdict(self, job: _Job) -> bool:
+        cached = self._verdict_cache.get(self._verdict_key(job))
+        if cached is None or not all(p.id in cached.scores for p in job.policies):
+            return False
+        job.scores = {p.id: cached.scores[p.id] for p in job.policies}
+        job.facts = cached.image
+        job.verdict_hit = True
+        job.feature_hit = False
+        job.timings_ms["score"] = 0.0
+        return True
 
     def _score(self, jobs: list[_Job]) -> None:
         if not jobs:
@@ -301,10 +340,11 @@ class Pipeline:
         return outcomes
 
     def _remember_verdicts(self, job: _Job, scores: dict[str, float]) -> None:
+        assert job.facts is not None
         key = self._verdict_key(job)
-        merged = dict(self._verdict_cache.get(key) or {})
-        merged.update(scores)
-        self._verdict_cache.put(key, merged)
+        known = self._verdict_cache.get(key)
+        merged = {**(known.scores if known else {}), **scores}
+        self._verdict_cache.put(key, CachedVerdict(scores=merged, image=job.facts))
 
     def _outcome(self, job: _Job) -> Outcome:
         event_id = job.request.event_id if job.request else job.event_id
@@ -316,7 +356,7 @@ class Pipeline:
         return Outcome(job.record, OutcomeKind.RESULT, event_id=event_id, result=self._build_result(job))
 
     def _build_result(self, job: _Job) -> ModerationResult:
-        assert job.request is not None and job.image is not None
+        assert job.request is not None and job.facts is not None
         verdicts = []
         for policy in job.policies:
             score = job.scores[policy.id]
@@ -333,7 +373,7 @@ class Pipeline:
                     severity=policy.severity,
                 )
             )
-        request, image = job.request, job.image
+        request, image = job.request, job.facts
         return ModerationResult(
             event_id=request.event_id,
             content_id=request.content_id,

@@ -9,12 +9,12 @@ the idempotency key downstream.
 
 With ``prepare_ahead`` the loop overlaps two batches: while batch N is finished (scored), published
 and committed on the loop thread, batch N+1, already polled, is prepared (parsed, fetched, decoded)
-on one background thread. Only the loop thread touches the consumer, the producer, the verdict cache
-and the scorer; the background thread runs ``Pipeline.prepare`` and nothing else. A prepared batch
-has no outcomes yet, so nothing of it is published or committed until it is finished: records of
-partitions rewound (held for retry, or a failed publish) or revoked while it waited are dropped from
-it, and a stop drops all of it. The rewound position, or the next owner's committed offset, brings
-those records again.
+on one background thread. Only the loop thread touches the consumer, the producer and the scorer;
+the background thread runs ``Pipeline.prepare`` and nothing else (it reads the locked verdict
+cache). A prepared batch has no outcomes yet, so nothing of it is published or committed until it is
+finished: records of partitions rewound (held for retry, or a failed publish) or revoked while it
+waited are dropped from it, and a stop drops all of it. The rewound position, or the next owner's
+committed offset, brings those records again.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError
 from PIL import Image
 
+import moderation_worker.pipeline as pipeline_module
 from moderation_worker.cache import BoundedLRUCache
 from moderation_worker.errors import TransientError
 from moderation_worker.fetch import FetchedObject, S3Location, parse_s3_url
@@ -194,7 +195,11 @@ def _event(n: int, url: str | None = None) -> bytes:
 
 
 def _world(
-    records: dict[int, list[bytes]], *, stop: StopConditions | None = None, prepare_ahead: bool = True
+    records: dict[int, list[bytes]],
+    *,
+    stop: StopConditions | None = None,
+    prepare_ahead: bool = True,
+    batch_size: int = 4,
 ):
     clock = FakeClock()
     consumer = FakeConsumer(records, clock)
@@ -217,7 +222,7 @@ def _world(
         ),
         pipeline=pipeline,
         input_topic=TOPIC,
-        batch_size=4,
+        batch_size=batch_size,
         poll_timeout_ms=100,
         prepare_ahead=prepare_ahead,
         backoff=PartitionBackoff(initial_s=1.0, max_s=4.0, clock=clock),
@@ -641,3 +646,26 @@ def test_a_prepare_that_raises_stops_the_worker_with_its_error(prepare_ahead):
     assert world.consumer.commits == [] and not any(world.producer.sent.values())
     assert world.consumer.closed
     assert not [t for t in threading.enumerate() if t.name.startswith("prepare")]
+
+
+def test_a_verdict_cache_hit_is_served_without_decoding_the_image_again(monkeypatch):
+    # Given the same image bytes in two batches, and a count of decodes
+    decodes = []
+    real_decode = pipeline_module.decode_image
+
+    def counting_decode(data, **kwargs):
+        decodes.append(len(data))
+        return real_decode(data, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "decode_image", counting_decode)
+    events = [_event(n, "s3://bucket/img0.png") for n in range(2)]
+    world = _world({0: events}, batch_size=1, prepare_ahead=False)
+
+    world.worker.run()
+
+    # I expect one decode: the repeat is a verdict hit found from the bytes' digest, with the same facts
+    first, second = (json.loads(v) for _k, v, _h in world.producer.sent["results"])
+    assert [first["cache"]["verdict"], second["cache"]["verdict"]] == [False, True]
+    assert len(decodes) == 1 and world.scorer.images_scored == 1
+    assert second["image"] == {**first["image"], "url": second["image"]["url"]}
+    assert "decode" not in second["timings_ms"] and "fetch" in second["timings_ms"]
