@@ -60,7 +60,6 @@ def interleaved(
     warmup: int,
     scale: float = 1000.0,
     unit: str = "ms",
-    on_repeat: Callable[[int], None] | None = None,
 ) -> dict[str, Figure]:
     """Run every variant once per repeat, in an order rotated each repeat; one Figure per variant.
 
@@ -73,8 +72,6 @@ def interleaved(
             variants[name]()
     figures = {name: Figure(unit) for name in names}
     for repeat in range(repeats):
-        if on_repeat is not None:
-            on_repeat(repeat)
         shift = repeat % len(names)
         for name in names[shift:] + names[:shift]:
             started = time.perf_counter()
