@@ -78,6 +78,8 @@ def build_config(tokenizer, *, full: bool):
     """Glm4vConfig() defaults (full) or a scaled-down one, its special token ids set to the tokenizer's."""
     from transformers import Glm4vConfig
 
+    from moderation_worker.model.tiny import special_token_config
+
     ids = tokenizer.convert_tokens_to_ids
     # The real checkpoints rotate half of each 128-dim head, split (8, 12, 12) over (t, h, w); the config's
     # defaults leave partial_rotary_factor at 1.0, which does not match that split.
@@ -105,40 +107,17 @@ def build_config(tokenizer, *, full: bool):
             "intermediate_size": 256,
             "out_hidden_size": 256,
         }
-    config = Glm4vConfig(
-        text_config=text,
-        vision_config=vision or None,
-        image_token_id=ids("<|image|>"),
-        video_token_id=ids("<|video|>"),
-        image_start_token_id=ids("<|begin_of_image|>"),
-        image_end_token_id=ids("<|end_of_image|>"),
-        video_start_token_id=ids("<|begin_of_video|>"),
-        video_end_token_id=ids("<|end_of_video|>"),
-        eos_token_id=[ids("<|endoftext|>"), ids("<|user|>"), ids("<|observation|>")],
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = Glm4vConfig(text_config=text, vision_config=vision or None, **special_token_config(tokenizer))
     if max(ids(t) for t in ("<|image|>", "<|video|>", "Yes", "No")) >= config.text_config.vocab_size:
         raise RuntimeError("the tokenizer's ids do not fit the config's vocabulary")
     return config
 
 
 def build_processor(tokenizer, max_pixels: int):
-    """The tiny builder's processor settings (PIL image processor: no torchvision), for this pixel budget."""
-    from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
+    """The tiny builder's processor (PIL image processor: no torchvision), for this pixel budget."""
+    from moderation_worker.model.tiny import build_processor as tiny_processor
 
-    from moderation_worker.model.hf import Glm4vImageOnlyProcessor
-    from moderation_worker.model.tiny import CHAT_TEMPLATE
-
-    temporal = 2  # the processor's budget counts the temporal patch (2 frames of a still image)
-    image_processor = Glm4vImageProcessorPil(
-        size={"shortest_edge": temporal * 28 * 28, "longest_edge": temporal * max_pixels},
-        patch_size=14,
-        temporal_patch_size=temporal,
-        merge_size=2,
-    )
-    return Glm4vImageOnlyProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
-    )
+    return tiny_processor(tokenizer, max_pixels)
 
 
 def _parameters(module: torch.nn.Module) -> int:

@@ -17,14 +17,8 @@ from moderation_worker import samples
 
 _FORMAT = 1  # bump when variants change, so files made before are not reused
 
-SOURCES = (
-    "astronaut.png",
-    "chelsea.png",
-    "coffee.png",
-    "camera.png",
-    "rocket.jpg",
-    "hubble_deep_field.jpg",
-)
+# The photographs among the package's samples (the rest are text, a GIF and a page).
+SOURCES = samples.SAMPLE_PHOTOS[:6]
 
 
 def _sources() -> list[Image.Image]:

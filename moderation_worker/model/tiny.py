@@ -171,9 +171,7 @@ def build_tiny_glm4v(
     (path / _BUILD_MARKER).unlink(missing_ok=True)  # a rebuild cut short must not pass for the old build
 
     tokenizer = build_tokenizer()
-    processor = Glm4vImageOnlyProcessor(
-        image_processor=_image_processor(max_image_pixels), tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
-    )
+    processor = build_processor(tokenizer, max_image_pixels)
     config = _model_config(tokenizer, hidden_size, num_layers, vision_hidden_size, vision_depth)
     with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
         torch.manual_seed(seed)
@@ -220,6 +218,28 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+def build_processor(tokenizer: PreTrainedTokenizerFast, max_image_pixels: int) -> Glm4vImageOnlyProcessor:
+    """The image-only processor for ``max_image_pixels`` (height x width after resizing) per image."""
+    return Glm4vImageOnlyProcessor(
+        image_processor=_image_processor(max_image_pixels), tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
+    )
+
+
+def special_token_config(tokenizer: PreTrainedTokenizerFast) -> dict[str, object]:
+    """The Glm4vConfig fields that name the tokenizer's special tokens by id (image, video, eos, pad)."""
+    ids = tokenizer.convert_tokens_to_ids
+    return {
+        "image_token_id": ids("<|image|>"),
+        "video_token_id": ids("<|video|>"),
+        "image_start_token_id": ids("<|begin_of_image|>"),
+        "image_end_token_id": ids("<|end_of_image|>"),
+        "video_start_token_id": ids("<|begin_of_video|>"),
+        "video_end_token_id": ids("<|end_of_video|>"),
+        "eos_token_id": [ids("<|endoftext|>"), ids("<|user|>"), ids("<|observation|>")],
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
 def _image_processor(max_image_pixels: int) -> Glm4vImageProcessorPil:
     # The PIL backend needs no torchvision. The budgets count t * h * w with t = temporal_patch_size = 2.
     temporal = 2
@@ -246,7 +266,6 @@ def _model_config(
     t_section = rotary_half // 4
     h_section = (rotary_half - t_section) // 2
     mrope_section = [t_section, h_section, rotary_half - t_section - h_section]
-    ids = tokenizer.convert_tokens_to_ids
     text_config = {
         "vocab_size": len(tokenizer),
         "hidden_size": hidden_size,
@@ -279,16 +298,7 @@ def _model_config(
         "initializer_range": 0.3,
     }
     return Glm4vConfig(
-        text_config=text_config,
-        vision_config=vision_config,
-        image_token_id=ids("<|image|>"),
-        video_token_id=ids("<|video|>"),
-        image_start_token_id=ids("<|begin_of_image|>"),
-        image_end_token_id=ids("<|end_of_image|>"),
-        video_start_token_id=ids("<|begin_of_video|>"),
-        video_end_token_id=ids("<|end_of_video|>"),
-        eos_token_id=[ids("<|endoftext|>"), ids("<|user|>"), ids("<|observation|>")],
-        pad_token_id=tokenizer.pad_token_id,
+        text_config=text_config, vision_config=vision_config, **special_token_config(tokenizer)
     )
 
 
