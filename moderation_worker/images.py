@@ -125,11 +125,13 @@ def decode_image(
     max_edge: int = 1024,
     max_pixels: int = 50_000_000,
     allowed_formats: frozenset[str] = DEFAULT_FORMATS,
+    sha256: str | None = None,
 ) -> DecodedImage:
     """Decode the first frame of ``data`` to an upright RGB image no larger than ``max_edge``.
 
     Raises ``PermanentError`` for bytes that are not an allowed, intact image of at most
-    ``max_pixels`` pixels, and ``ValueError`` for bad arguments.
+    ``max_pixels`` pixels, and ``ValueError`` for bad arguments. ``sha256``: the bytes' hex digest,
+    when the caller has it already (it is computed otherwise).
     """
     if max_edge < 1 or max_pixels < 1:
         raise ValueError(f"max_edge and max_pixels must be positive, got {max_edge} and {max_pixels}")
@@ -153,7 +155,7 @@ def decode_image(
         width=width,
         height=height,
         byte_size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
         frames=frames,
         preprocessing_key=preprocessing_key(max_edge),
     )

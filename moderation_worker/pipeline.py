@@ -251,7 +251,8 @@ class Pipeline:
             fetched = self._fetcher.fetch(job.request.image_url)
             t1 = time.perf_counter()
             job.timings_ms["fetch"] = _ms(t1 - t0)
-            job.cache_key = image_cache_key(hashlib.sha256(fetched.data).hexdigest(), self._limits.max_edge)
+            digest = hashlib.sha256(fetched.data).hexdigest()
+            job.cache_key = image_cache_key(digest, self._limits.max_edge)
             # A repeat of bytes that decoded and scored before: no decode (the cache is thread-safe).
             if self._use_cached_verdict(job):
                 return None
@@ -260,6 +261,7 @@ class Pipeline:
                 max_edge=self._limits.max_edge,
                 max_pixels=self._limits.max_pixels,
                 allowed_formats=self._limits.allowed_formats,
+                sha256=digest,
             )
             job.timings_ms["decode"] = _ms(time.perf_counter() - t1)
             return image
