@@ -260,7 +260,8 @@ class HFScorer:
         """(yes, no) logits per pair, in pair order, and per request whether its features were cached."""
         result = torch.empty(len(pairs), 2, dtype=torch.float32)
         if strategy == "plain" or injection is None:
-            # Image tokens are unknown before processing: the text length stands in for the budget.
+            # Image tokens are unknown before the processor runs, so here the budget sees text only
+            # (about 4 characters a token) and the row cap does most of the bounding.
             lengths = [len(pair.text) // 4 for pair in pairs]
             self._in_passes(
                 list(range(len(pairs))), lengths, result, lambda ids: self._logits_plain(pairs, ids, requests)
