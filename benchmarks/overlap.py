@@ -23,6 +23,7 @@ from benchmarks.fixtures import (
 from benchmarks.report import SectionResult, Table, fmt
 from benchmarks.timing import Figure, Target, interleaved, progress, ratio
 from benchmarks.worker_overhead import UPLOAD_SIZE
+from moderation_worker.app import image_limits
 from moderation_worker.images import decode_image
 from moderation_worker.model.base import ScoringRequest
 
@@ -52,12 +53,15 @@ def run(ctx: Context) -> SectionResult:
     prompts = [pack.prompt(policy) for policy in pack.policies]
 
     client = stack.s3_endpoint.client()
+    # The same limits the worker's pipeline uses (the edge lowered to the model's input), so both sides
+    # score the same pixels.
+    limits = image_limits(settings, scorer)
     decoded = [
         decode_image(
             client.get_object(Bucket=bucket, Key=key)["Body"].read(),
-            max_edge=settings.max_image_edge,
-            max_pixels=settings.max_image_pixels,
-            allowed_formats=settings.allowed_formats,
+            max_edge=limits.max_edge,
+            max_pixels=limits.max_pixels,
+            allowed_formats=limits.allowed_formats,
         )
         for key in keys
     ]
@@ -124,6 +128,7 @@ def run(ctx: Context) -> SectionResult:
         "batch_size": batch_size,
         "fetch_concurrency": settings.fetch_concurrency,
         "max_image_edge": settings.max_image_edge,
+        "decoded_image_edge": limits.max_edge,
         "policies": len(prompts),
         "feature_cache": "none",
         "timed": "worker: partition assignment to last commit; model alone: all its score() calls",

@@ -51,6 +51,22 @@ def load_scorer(
     return scorer
 
 
+def image_limits(settings: Settings, scorer: Scorer) -> ImageLimits:
+    """The image stage's limits: the settings', with the edge lowered to what the model can use.
+
+    Decoding pixels the model's processor throws away is wasted CPU (and, with JPEG's reduced-size
+    decoding, a large part of decoding). A scorer that knows its input budget says so.
+    """
+    max_edge = settings.max_image_edge
+    useful = getattr(scorer, "useful_image_edge", None)
+    if useful is not None and useful < max_edge:
+        log.info("image_edge_lowered_to_model_input", max_image_edge=max_edge, useful_image_edge=useful)
+        max_edge = useful
+    return ImageLimits(
+        max_pixels=settings.max_image_pixels, max_edge=max_edge, allowed_formats=settings.allowed_formats
+    )
+
+
 def build_pipeline(
     settings: Settings,
     *,
@@ -63,11 +79,7 @@ def build_pipeline(
         fetcher=fetcher or S3Fetcher(client=make_s3_client(settings), max_bytes=settings.max_image_bytes),
         scorer=scorer,
         pack=pack,
-        limits=ImageLimits(
-            max_pixels=settings.max_image_pixels,
-            max_edge=settings.max_image_edge,
-            allowed_formats=settings.allowed_formats,
-        ),
+        limits=image_limits(settings, scorer),
         worker_id=settings.worker_id,
         verdict_cache=(
             BoundedLRUCache(settings.verdict_cache_entries) if verdict_cache is None else verdict_cache

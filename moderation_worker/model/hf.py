@@ -225,6 +225,25 @@ class HFScorer:
         """How scores are computed: "shared_prefix", "reused_features" or "plain" (chosen at load)."""
         return self._strategy
 
+    @functools.cached_property
+    def useful_image_edge(self) -> int | None:
+        """The longest edge the model's processor keeps of a 2:1 image far above its pixel budget.
+
+        Images decoded no larger than this (at aspect ratios up to 2:1) lose nothing the model would
+        see. None when the processor does not say (no patch grid) or keeps even the large probe whole.
+        """
+        image_processor = self._processor.image_processor
+        patch = getattr(image_processor, "patch_size", None)
+        probe = Image.new("RGB", (4096, 2048))
+        try:
+            grid = image_processor(images=[probe], return_tensors="pt").get("image_grid_thw")
+        except Exception:  # a processor that cannot say: keep the configured edge
+            return None
+        if grid is None or not isinstance(patch, int):
+            return None
+        edge = int(grid[0, 2]) * patch
+        return edge if edge < probe.width else None
+
     @property
     def reuses_features(self) -> bool:
         """Whether vision features are computed once per image (False: the plain fallback is in use)."""

@@ -496,3 +496,20 @@ def test_a_compiled_decoder_scores_the_same_as_the_eager_model(tiny_model_dir, s
     [got] = compiled.score(requests)
     [expected] = scorer.score(requests)
     _assert_scores_close(got.yes_probabilities, expected.yes_probabilities)
+
+
+def test_images_decoded_to_the_useful_edge_keep_every_pixel_the_model_sees(scorer, noise_image):
+    # Given the edge the scorer reports for the tiny model (a 112 x 112 pixel budget)
+    edge = scorer.useful_image_edge
+    assert edge is not None and edge < 4096
+    image_processor = scorer.processor.image_processor
+
+    def grid(width: int, height: int) -> list[int]:
+        return image_processor(images=[noise_image(width, height)], return_tensors="pt")["image_grid_thw"][
+            0
+        ].tolist()
+
+    # I expect a 2:1 image at that edge to give the model the same patch grid as a huge one, and one
+    # merged patch (28 px) narrower to give it less: the edge is the smallest that loses nothing
+    assert grid(edge, edge // 2) == grid(4096, 2048)
+    assert grid(edge - 28, (edge - 28) // 2) != grid(4096, 2048)
