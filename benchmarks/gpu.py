@@ -304,17 +304,8 @@ def run(ctx: Context) -> SectionResult:
         )
     )
     if full:
-        from benchmarks.timing import Target
-
         key = f"{sizes[-1]}px/fraction_of_peak"
-        result.targets.append(
-            Target(
-                f"fraction of the bf16 matmul peak at {sizes[-1]} px",
-                key,
-                result.figures[key].median,
-                minimum=0.40,
-            )
-        )
+        result.add_target(f"fraction of the bf16 matmul peak at {sizes[-1]} px", key, minimum=0.40)
     return result
 
 

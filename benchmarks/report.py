@@ -61,6 +61,13 @@ class SectionResult:
     tables: list[tuple[str, Table]] = field(default_factory=list)
     skipped: str | None = None
 
+    def add_target(
+        self, name: str, source: str, *, minimum: float | None = None, maximum: float | None = None
+    ) -> None:
+        """A goal from the issue, checked against this section's ratio ``source`` (or figure's median)."""
+        value = self.ratios[source].value if source in self.ratios else self.figures[source].median
+        self.targets.append(Target(name, source, value, minimum=minimum, maximum=maximum))
+
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"name": self.name, "title": self.title}
         if self.skipped is not None:

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from benchmarks.fixtures import Context, publish_requests, run_worker, worker_settings
 from benchmarks.report import SectionResult, Table, fmt
-from benchmarks.timing import Figure, Target, interleaved, progress, ratio
+from benchmarks.timing import Figure, interleaved, progress, ratio
 from moderation_worker.config import Settings
 from moderation_worker.fetch import make_s3_client
 from moderation_worker.images import decode_image
@@ -124,12 +124,5 @@ def run(ctx: Context) -> SectionResult:
             stages.add(stage, fmt(result.figures[key].median), "event" if stage in PER_EVENT else "batch")
     stages.add("batches per run", fmt(result.figures["worker_batches"].median), "")
     result.tables.append(("time per stage (WorkerMetrics histograms: sum / count, median over runs)", stages))
-    result.targets.append(
-        Target(
-            "worker throughput vs the bare fetch+decode loop",
-            "worker_over_bare_loop",
-            result.ratios["worker_over_bare_loop"].value,
-            minimum=0.5,
-        )
-    )
+    result.add_target("worker throughput vs the bare fetch+decode loop", "worker_over_bare_loop", minimum=0.5)
     return result
