@@ -161,6 +161,14 @@ def build_runtime(
     if scorer is None:
         scorer = load_scorer(settings, metrics=metrics, feature_cache=caches["feature"])
     health.set_model_loaded(True)
+    info = scorer.info
+    metrics.set_model_info(
+        model=info.model_id,
+        revision=info.revision,
+        dtype=info.dtype,
+        device=info.device,
+        strategy=info.strategy,
+    )
     pipeline = build_pipeline(settings, scorer=scorer, pack=pack, verdict_cache=caches["verdict"])
     producer = make_producer(settings)
     publisher = OutcomePublisher(

@@ -79,6 +79,7 @@ class ModelDescription(BaseModel):
     revision: str
     dtype: str
     device: str
+    strategy: str = Field(description="How the scores were computed: shared_prefix, reused_features, plain.")
 
 
 class CacheHits(BaseModel):

@@ -184,6 +184,12 @@ class WorkerMetrics:
         self._model_load = Gauge(
             "moderation_model_load_seconds", "Seconds the model took to load at start.", registry=r
         )
+        self._model_info = Gauge(
+            "moderation_model_info",
+            "The loaded model (always 1): its id, revision, dtype, device and scoring strategy.",
+            ["model", "revision", "dtype", "device", "strategy"],
+            registry=r,
+        )
         if gpu:
             r.register(_GpuMemoryCollector())
         # Export every known series at zero from the start, so rate() and absent() work before traffic.
@@ -259,6 +265,12 @@ class WorkerMetrics:
 
     def set_model_load_seconds(self, seconds: float) -> None:
         self._model_load.set(seconds)
+
+    def set_model_info(self, *, model: str, revision: str, dtype: str, device: str, strategy: str) -> None:
+        """The one model this process scores with; a dashboard groups by its strategy label, so a
+        fleet that silently lost the shared prefix (a new transformers) shows."""
+        self._model_info.clear()
+        self._model_info.labels(model, revision, dtype, device, strategy).set(1)
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:
         """The registry as ``/metrics`` serves it: (body, content type) for an HTTP Accept header.

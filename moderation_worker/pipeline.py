@@ -185,7 +185,11 @@ class Pipeline:
         self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="fetch")
         info = scorer.info
         self._model = ModelDescription(
-            id=info.model_id, revision=info.revision, dtype=info.dtype, device=info.device
+            id=info.model_id,
+            revision=info.revision,
+            dtype=info.dtype,
+            device=info.device,
+            strategy=info.strategy,
         )
         self._model_key = info.cache_key
 

@@ -144,6 +144,19 @@ def test_metrics_endpoint_serves_what_the_worker_recorded(
     assert samples["moderation_model_load_seconds", ()] == 12.5
 
 
+def test_the_model_and_its_scoring_strategy_are_one_info_series(metrics: WorkerMetrics) -> None:
+    metrics.set_model_info(model="m", revision="r1", dtype="bfloat16", device="cuda:0", strategy="plain")
+    metrics.set_model_info(
+        model="m", revision="r2", dtype="bfloat16", device="cuda:0", strategy="shared_prefix"
+    )
+    body, _ = metrics.exposition()
+    lines = [line for line in body.decode().splitlines() if line.startswith("moderation_model_info{")]
+    assert lines == [
+        'moderation_model_info{device="cuda:0",dtype="bfloat16",model="m",revision="r2",'
+        'strategy="shared_prefix"} 1.0'
+    ]
+
+
 def test_known_series_are_exported_at_zero_before_any_traffic(server: HealthServer) -> None:
     samples = scrape(server)
     for decision in ("allow", "review", "block"):

@@ -18,6 +18,9 @@ class ModelInfo:
     revision: str
     dtype: str
     device: str
+    # How scores are computed (hf: shared_prefix, reused_features or plain). Equal scores either way, so
+    # it is reported, not part of the cache key.
+    strategy: str = "unknown"
 
     @property
     def cache_key(self) -> str:

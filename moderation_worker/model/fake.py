@@ -21,7 +21,9 @@ class FakeScorer:
 
     def __init__(self, rule: ScoreRule = _hash_score, *, model_id: str = "fake-scorer") -> None:
         self._rule = rule
-        self._info = ModelInfo(model_id=model_id, revision="none", dtype="none", device="cpu")
+        self._info = ModelInfo(
+            model_id=model_id, revision="none", dtype="none", device="cpu", strategy="fake"
+        )
         self.calls: list[int] = []  # batch sizes, in order
         self.images_scored = 0
 

@@ -21,7 +21,7 @@ import functools
 import hashlib
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import structlog
@@ -42,6 +42,7 @@ from moderation_worker.model.features import (
     pad_left,
     to_device,
 )
+from moderation_worker.model.kv_cache import cache_argument
 from moderation_worker.model.prefix import PrefixJob, SharedPrefixScorer, group_by_budget, split_prompts
 
 log = structlog.get_logger(__name__)
@@ -131,6 +132,7 @@ class HFScorer:
         ).hexdigest()[:16]
         self._render = functools.lru_cache(maxsize=4096)(self._render_uncached)
         self._injection, self._strategy = self._choose_strategy(strategy)
+        self._info = replace(info, strategy=self._strategy)  # verdicts and /metrics say how they were scored
 
     @classmethod
     def from_pretrained(
@@ -455,6 +457,7 @@ class HFScorer:
                     via=injection,
                     **({"not_used": rejected} if rejected else {}),
                 )
+                self._warn_if_prefix_lost(strategy, rejected)
                 return injection, strategy
             if requested != "auto":
                 raise ConfigurationError(
@@ -462,6 +465,23 @@ class HFScorer:
                 )
             rejected[strategy] = reason
         raise AssertionError("the plain strategy either passes its probe or raises")  # pragma: no cover
+
+    def _warn_if_prefix_lost(self, chosen: Strategy, rejected: dict[str, str]) -> None:
+        """A family built for the shared prefix that falls back loses most of its speed: say so loudly.
+
+        Families that never could (no 3-D positions from explicit inputs) fall back silently, as designed.
+        A new transformers release renaming an argument is the usual cause, which a warning makes visible
+        on the first start instead of as a slower fleet.
+        """
+        if "shared_prefix" not in rejected or _family_reason(self._model, self._processor) is not None:
+            return
+        log.warning(
+            "shared_prefix_unavailable",
+            model=self._info.model_id,
+            family=type(self._model).__name__,
+            reason=rejected["shared_prefix"],
+            strategy=chosen,
+        )
 
     def _probe(self, strategy: Strategy, injection: Injection | None) -> str | None:
         """Score a probe image with ``strategy`` and the plain path; why it must not be used, or None.
@@ -498,25 +518,34 @@ class HFScorer:
         return None
 
 
+def _family_reason(model: PreTrainedModel, processor: ProcessorMixin) -> str | None:
+    """Why this is not a Glm4v / Qwen2-VL-style family (vision features and 3-D positions from explicit
+    inputs), or None when it is: such a family should take the shared prefix."""
+    if not callable(getattr(model, "get_image_features", None)):
+        return "the model has no get_image_features"
+    if "image_grid_thw" not in getattr(processor.image_processor, "model_input_names", ()):
+        return "the image processor gives no image_grid_thw (not a Glm4v/Qwen2-VL-style family)"
+    if getattr(processor, "image_token", None) is None:
+        return "the processor names no image token"
+    expands = getattr(type(processor), "replace_image_token", None)
+    if expands is None or expands is getattr(ProcessorMixin, "replace_image_token", None):
+        return "the processor does not expand its image token through replace_image_token"
+    if not callable(getattr(getattr(model, "model", None), "get_rope_index", None)):
+        return "the model has no rope index to give its image tokens explicit positions"
+    if not hasattr(model.config, "image_token_id"):
+        return "the model config names no image_token_id"
+    return None
+
+
 def _feature_injection(
     model: PreTrainedModel, processor: ProcessorMixin, strategy: Strategy
 ) -> tuple[Injection | None, str | None]:
     """How this model family can take precomputed image features, or (None, why it cannot)."""
-    if not callable(getattr(model, "get_image_features", None)):
-        return None, "the model has no get_image_features"
-    if "image_grid_thw" not in getattr(processor.image_processor, "model_input_names", ()):
-        return None, "the image processor gives no image_grid_thw (not a Glm4v/Qwen2-VL-style family)"
-    if getattr(processor, "image_token", None) is None:
-        return None, "the processor names no image token"
-    expands = getattr(type(processor), "replace_image_token", None)
-    if expands is None or expands is getattr(ProcessorMixin, "replace_image_token", None):
-        return None, "the processor does not expand its image token through replace_image_token"
-    if not callable(getattr(getattr(model, "model", None), "get_rope_index", None)):
-        return None, "the model has no rope index to give its image tokens explicit positions"
-    if not hasattr(model.config, "image_token_id"):
-        return None, "the model config names no image_token_id"
-    if strategy == "shared_prefix" and "past_key_values" not in inspect.signature(model.forward).parameters:
-        return None, "the model's forward takes no past_key_values"
+    reason = _family_reason(model, processor)
+    if reason is not None:
+        return None, reason
+    if strategy == "shared_prefix" and cache_argument(model) is None:
+        return None, "the model's forward takes no KV cache argument (neither cache nor past_key_values)"
     if "mm_encoder_outputs" in inspect.signature(model.forward).parameters:
         return "mm_encoder_outputs", None
     return "inputs_embeds", None  # transformers before mm_encoder_outputs (e.g. 5.17)

@@ -24,10 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import Cache, PreTrainedModel
 from transformers.processing_utils import ProcessorMixin
 
 from moderation_worker.model.features import ImageFeatures, Injection, feature_inputs, pad_left, to_device
+from moderation_worker.model.kv_cache import cache_argument, cache_rows, returned_cache
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,10 @@ class SharedPrefixScorer:
         self._token_budget = token_budget
         self._max_rows = max_rows
         self._text_config = model.config.get_text_config()
+        argument = cache_argument(model)
+        if argument is None:
+            raise ValueError(f"{type(model).__name__}.forward takes no KV cache")
+        self._cache_argument = argument
 
     def answer_logits(self, jobs: Sequence[PrefixJob], result: torch.Tensor) -> None:
         """Fill ``result[job.outputs[i]]`` with the (yes, no) logits of each job's i-th prompt."""
@@ -140,7 +145,7 @@ class SharedPrefixScorer:
             targets = [jobs[j].outputs[s] for j, s in chunk_rows]
             result[targets] = logits.float().cpu()
 
-    def _prefix_pass(self, jobs: list[PrefixJob]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+    def _prefix_pass(self, jobs: list[PrefixJob]) -> tuple[Cache, torch.Tensor, torch.Tensor]:
         """Run the prefixes once with the cache on: (cache, prefix mask, next text position per image)."""
         input_ids, attention_mask = pad_left([job.split.prefix for job in jobs], self._pad_id)
         inputs = feature_inputs(
@@ -154,13 +159,13 @@ class SharedPrefixScorer:
         outputs = self._model(**inputs, use_cache=True, logits_to_keep=1)
         # Padding gets position 0 from the rope index, so the max over a row is its prefix's last position.
         next_position = inputs["position_ids"].amax(dim=(0, 2)) + 1
-        return outputs.past_key_values, inputs["attention_mask"], next_position
+        return returned_cache(outputs), inputs["attention_mask"], next_position
 
     def _suffix_pass(
         self,
         jobs: list[PrefixJob],
         rows: list[tuple[int, int]],
-        cache: DynamicCache,
+        cache: Cache,
         prefix_mask: torch.Tensor,
         next_position: torch.Tensor,
     ) -> torch.Tensor:
@@ -175,23 +180,8 @@ class SharedPrefixScorer:
             input_ids=suffix_ids,
             attention_mask=torch.cat([prefix_mask.index_select(0, image_of_row), suffix_mask], dim=1),
             position_ids=positions.unsqueeze(0).expand(3, -1, -1),
-            past_key_values=self._rows_of(cache, image_of_row),
             use_cache=True,
             logits_to_keep=1,
+            **{self._cache_argument: cache_rows(cache, image_of_row, config=self._text_config)},
         )
         return outputs.logits[:, -1, :].index_select(-1, self._answer_ids)
-
-    def _rows_of(self, cache: DynamicCache, rows: torch.Tensor) -> DynamicCache:
-        """A new cache holding the given rows of ``cache`` (repeats allowed); ``cache`` is left as it is.
-
-        The suffix pass appends to the cache it is given, and one prefix cache serves several chunks.
-        """
-        selected = DynamicCache(config=self._text_config)
-        for source, layer in zip(cache.layers, selected.layers, strict=True):
-            # Advanced indexing, not index_select: on CPU, torch's index_select of repeated rows of a large
-            # tensor is an order of magnitude slower (measured with torch 2.13). The indexed copies are
-            # handed over as they are: filling the layer through update() would concatenate, copying again.
-            keys, values = source.keys[rows], source.values[rows]
-            layer.lazy_initialization(keys, values)
-            layer.keys, layer.values = keys, values
-        return selected

@@ -159,6 +159,7 @@ def test_results_carry_the_image_pack_model_and_cache_facts(
     assert first["policy_pack"] == {"name": pack.name, "version": pack.version, "hash": pack.content_hash}
     assert first["model"]["id"] == str(tiny_model_dir)
     assert first["model"]["dtype"] == "float32" and first["model"]["device"] == "cpu"
+    assert first["model"]["strategy"] == "shared_prefix"  # the tiny GLM-4.6V-style model takes it
     assert first["metadata"] == {"upload": "astronaut.png"} and first["tenant"] == "t1"
     assert [p["id"] for p in first["policies"]] == [p.id for p in pack.policies]
     for verdict in first["policies"]:

@@ -19,6 +19,7 @@ from moderation_worker.config import Settings
 from moderation_worker.errors import ConfigurationError
 from moderation_worker.model.base import ScoringRequest
 from moderation_worker.model.hf import Glm4vImageOnlyProcessor, HFScorer
+from moderation_worker.model.kv_cache import cache_argument
 from moderation_worker.model.prefix import SharedPrefixScorer
 from moderation_worker.policies import load_policy_pack
 
@@ -207,11 +208,13 @@ class _LanguageModelPasses:
 
     def __init__(self, scorer: HFScorer) -> None:
         self.passes: list[tuple[int, int, int]] = []
-        self._handle = scorer.model.model.language_model.register_forward_hook(self._record, with_kwargs=True)
+        language_model = scorer.model.model.language_model
+        self._cache_argument = cache_argument(language_model)  # past_key_values before 5.24, cache since
+        self._handle = language_model.register_forward_hook(self._record, with_kwargs=True)
 
     def _record(self, _module, _args, kwargs, _output) -> None:
         rows, new_tokens = kwargs["inputs_embeds"].shape[:2]
-        cache = kwargs.get("past_key_values")
+        cache = kwargs.get(self._cache_argument)
         cached = cache.get_seq_length() - new_tokens if cache is not None else 0
         self.passes.append((rows, new_tokens, cached))
 
@@ -396,6 +399,7 @@ def test_a_model_family_that_cannot_take_features_falls_back_to_plain_batches_an
     monkeypatch.setattr(
         hf, "_feature_injection", lambda _model, _processor, _strategy: (None, "no mm_encoder_outputs")
     )
+    monkeypatch.setattr(hf, "_family_reason", lambda _model, _processor: "not a Glm4v-style family")
     with capture_logs() as logs:
         fallback = _load(tiny_model_dir)
         request = ScoringRequest(noise_image(84, 84), "img", POLICIES[:3])
@@ -403,6 +407,8 @@ def test_a_model_family_that_cannot_take_features_falls_back_to_plain_batches_an
         fallback.score([request])
 
     assert fallback.strategy == "plain" and not fallback.reuses_features
+    # a family that never could share the prefix falls back as designed: no warning
+    assert not [entry for entry in logs if entry["log_level"] == "warning"]
     ready = [entry for entry in logs if entry["event"] == "hf_scorer_ready"]
     assert len(ready) == 1 and ready[0]["strategy"] == "plain"
     assert ready[0]["not_used"] == {
@@ -413,7 +419,24 @@ def test_a_model_family_that_cannot_take_features_falls_back_to_plain_batches_an
 
 
 def test_the_auto_strategy_is_the_shared_prefix_on_a_glm4v_model(scorer):
+    # On the installed transformers, whatever it calls the cache argument (past_key_values before 5.24)
     assert scorer.strategy == "shared_prefix" and scorer.reuses_features
+    assert scorer.info.strategy == "shared_prefix"
+
+
+def test_a_forward_that_takes_no_kv_cache_falls_back_with_a_warning_naming_the_reason(
+    tiny_model_dir, monkeypatch
+):
+    # Given a transformers whose forward renamed the cache argument to something not yet known
+    monkeypatch.setattr(hf, "cache_argument", lambda _model: None)
+
+    with capture_logs() as logs:
+        fallback = _load(tiny_model_dir)
+
+    # I expect the shared prefix refused at start, the next strategy taken, and a warning saying why
+    assert fallback.strategy == "reused_features"
+    [warning] = [entry for entry in logs if entry["event"] == "shared_prefix_unavailable"]
+    assert "KV cache argument" in warning["reason"] and warning["family"].startswith("Glm4v")
 
 
 def test_a_shared_prefix_that_would_change_scores_falls_back_to_full_passes_at_startup(
@@ -435,6 +458,10 @@ def test_a_shared_prefix_that_would_change_scores_falls_back_to_full_passes_at_s
     assert fallback.strategy == "reused_features"
     [ready] = [entry for entry in logs if entry["event"] == "hf_scorer_ready"]
     assert "answer logits" in ready["not_used"]["shared_prefix"]
+    # a Glm4v model losing its main optimisation is a warning with the reason, not only an info line
+    [warning] = [entry for entry in logs if entry["event"] == "shared_prefix_unavailable"]
+    assert warning["log_level"] == "warning" and "answer logits" in warning["reason"]
+    assert warning["strategy"] == "reused_features" and fallback.info.strategy == "reused_features"
     with pytest.raises(ConfigurationError, match=r"shared_prefix.*answer logits"):
         _load(tiny_model_dir, strategy="shared_prefix")
 
