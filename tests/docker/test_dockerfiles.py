@@ -214,8 +214,10 @@ def test_torch_comes_only_from_the_pytorch_index_before_the_package(dockerfile: 
     torch_run = next(index for index, text in enumerate(runs) if '"torch==${TORCH_VERSION}"' in text)
     assert '--index-url "${TORCH_INDEX_URL}"' in runs[torch_run]
     assert '"torchvision==${TORCHVISION_VERSION}"' in runs[torch_run]
-    package_run = next(index for index, text in enumerate(runs) if "pip install . " in text + " ")
-    assert torch_run < package_run
+    lock_run = next(index for index, text in enumerate(runs) if "-r requirements/runtime.txt" in text)
+    assert "--require-hashes" in runs[lock_run]
+    package_run = next(index for index, text in enumerate(runs) if "pip install --no-deps . " in text + " ")
+    assert torch_run < lock_run < package_run
 
 
 def test_the_final_stage_runs_as_a_numeric_non_root_user(dockerfile: Dockerfile) -> None:
@@ -337,7 +339,13 @@ def test_dockerignore_sends_what_copy_needs_and_nothing_else() -> None:
         for instruction in parse_dockerfile(path).instructions:
             if instruction.keyword == "COPY" and not instruction.args.startswith("--from"):
                 needed.update(instruction.args.split()[:-1])
-    assert needed == {"pyproject.toml", "README.md", "moderation_worker", "policies"}
+    assert needed == {
+        "pyproject.toml",
+        "README.md",
+        "requirements/runtime.txt",
+        "moderation_worker",
+        "policies",
+    }
     for source in needed:
         assert (REPO / source).exists(), f"COPY {source}: not in the repository (pyproject names README.md)"
         assert not dockerignore_excludes(source, patterns), source
@@ -351,5 +359,6 @@ def test_dockerignore_sends_what_copy_needs_and_nothing_else() -> None:
         ".env",
         "moderation_worker/__pycache__/health.cpython-311.pyc",
         "docker/compose.yaml",
+        "requirements/dev.txt",
     ):
         assert dockerignore_excludes(kept_out, patterns), kept_out

@@ -19,8 +19,14 @@ def test_the_readme_settings_table_matches_the_settings():
 
 def test_ci_runs_the_readme_test_command():
     readme = README.read_text()
-    assert "python -m pytest" in readme
-    assert "\npython -m pytest\n" in CI_RUN.read_text()
+    assert "make test " in readme and "make demo " in readme
+    assert "\nmake --no-print-directory test\n" in CI_RUN.read_text()
+
+
+def test_the_make_targets_the_readme_names_exist():
+    makefile = (README.parent / "Makefile").read_text()
+    for target in ("setup", "demo", "test", "lint", "lock"):
+        assert f"\n{target}:" in makefile, target
 
 
 def test_every_subcommand_the_readme_shows_exists():
