@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import PydanticSerializationError
 
 from moderation_worker.errors import ErrorCode, PermanentError
@@ -33,9 +33,15 @@ class Action(StrEnum):
 
 
 class ModerationRequest(BaseModel):
-    """An upload service's request to moderate one image. Unknown fields are tolerated (ignored)."""
+    """An upload service's request to moderate one image. Unknown fields are tolerated (ignored).
 
-    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+    Strings stay exactly as sent: ``event_id`` is the idempotency key and ``content_id``, ``tenant``,
+    ``source`` and ``metadata`` are echoed back, so trimming them would change what downstream keys
+    on. Only ``image_url`` and the policy ids, which name things rather than being echoed, are
+    trimmed of surrounding whitespace.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     event_id: str = Field(min_length=1, max_length=256, description="Unique; the idempotency key.")
     image_url: str = Field(min_length=1, max_length=2048, description="s3://bucket/key")
@@ -46,6 +52,19 @@ class ModerationRequest(BaseModel):
     submitted_at: datetime | None = None
     metadata: dict[str, Any] = Field(default_factory=dict, description="Echoed back untouched.")
     schema_version: int = REQUEST_SCHEMA_VERSION
+
+    @field_validator("image_url", mode="after")
+    @classmethod
+    def _trim_url(cls, value: str) -> str:
+        trimmed = value.strip()
+        if not trimmed:
+            raise ValueError("image_url is blank")
+        return trimmed
+
+    @field_validator("policies", mode="after")
+    @classmethod
+    def _trim_policy_ids(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [policy.strip() for policy in value]
 
 
 class ImageInfo(BaseModel):
@@ -133,7 +152,7 @@ def parse_request(value: bytes | None) -> ModerationRequest:
             ErrorCode.INVALID_JSON, "record has no value (a tombstone?); expected a JSON object"
         )
     try:
-        document = json.loads(value)
+        document = json.loads(value, object_pairs_hook=_object_without_duplicate_keys)
     except UnicodeDecodeError as exc:
         raise PermanentError(ErrorCode.INVALID_JSON, f"record value is not UTF-8: {exc.reason}") from exc
     except json.JSONDecodeError as exc:
@@ -141,8 +160,15 @@ def parse_request(value: bytes | None) -> ModerationRequest:
             ErrorCode.INVALID_JSON,
             f"record value is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
         ) from exc
+    except _DuplicateKeyError as exc:
+        raise PermanentError(ErrorCode.INVALID_JSON, str(exc)) from exc
     except (ValueError, RecursionError) as exc:  # numbers too long to convert, nesting too deep
         raise PermanentError(ErrorCode.INVALID_JSON, f"record value cannot be read as JSON: {exc}") from exc
+    if _nesting_depth(document) > MAX_JSON_DEPTH:
+        raise PermanentError(
+            ErrorCode.INVALID_JSON,
+            f"record value nests objects and arrays more than {MAX_JSON_DEPTH} deep (the limit)",
+        )
     if not isinstance(document, dict):
         raise PermanentError(
             ErrorCode.INVALID_EVENT, f"expected a JSON object, got {type(document).__name__}"
@@ -162,6 +188,42 @@ def parse_request(value: bytes | None) -> ModerationRequest:
 
 
 MAX_METADATA_BYTES = 64 * 1024
+# Deeper documents are refused as invalid_json whatever their depth (the parser's own recursion limit
+# would otherwise decide, at about a thousand, and the serialiser's at a few hundred: two codes for one
+# fault). Real metadata is a few levels deep.
+MAX_JSON_DEPTH = 64
+
+
+class _DuplicateKeyError(ValueError):
+    pass
+
+
+def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object hook: a key given twice is refused, never silently the last one.
+
+    Otherwise ``{"event_id": "a", "event_id": "b"}`` means different events to different parsers, and
+    metadata would not be echoed back as sent.
+    """
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        duplicate = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise _DuplicateKeyError(f"record value has the key {duplicate[:100]!r} twice in one object")
+    return document
+
+
+def _nesting_depth(document: Any) -> int:
+    """How deep objects and arrays nest (a scalar is 0); iterative, so no depth can overflow it."""
+    deepest, pending = 0, [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth <= MAX_JSON_DEPTH:  # past the limit the answer is known: stop walking
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _check_echoable(request: ModerationRequest) -> None:

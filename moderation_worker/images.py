@@ -25,11 +25,12 @@ import hashlib
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
+from moderation_worker import png_chunks
 from moderation_worker.errors import ErrorCode, PermanentError
 
 # Register every plugin now, once: Image.open would otherwise import them lazily from whichever
@@ -98,6 +99,7 @@ class DecodedImage:
     sha256: str  # hex digest of the bytes
     frames: int  # 1 for still images; only the first frame is decoded
     preprocessing_key: str
+    metadata_dropped: tuple[str, ...] = ()  # PNG chunks left out because Pillow refused their size
 
     @property
     def cache_key(self) -> str:
@@ -135,6 +137,23 @@ def decode_image(
     """
     if max_edge < 1 or max_pixels < 1:
         raise ValueError(f"max_edge and max_pixels must be positive, got {max_edge} and {max_pixels}")
+    sha256 = sha256 or hashlib.sha256(data).hexdigest()
+    try:
+        return _decode(data, max_edge, max_pixels, allowed_formats, sha256)
+    except PermanentError as exc:
+        if not (png_chunks.is_png(data) and _OVERSIZED_METADATA in exc.message):
+            raise
+        # Pixels fine, metadata over Pillow's text-chunk guard: decode without the metadata.
+        stripped, removed = png_chunks.without_metadata(data)
+        if not removed:
+            raise
+        decoded = _decode(stripped, max_edge, max_pixels, allowed_formats, sha256)
+        return replace(decoded, byte_size=len(data), metadata_dropped=tuple(removed))
+
+
+def _decode(
+    data: bytes, max_edge: int, max_pixels: int, allowed_formats: frozenset[str], sha256: str
+) -> DecodedImage:
     formats = _pillow_formats(allowed_formats)
     with _open(data, formats, max_pixels) as im:
         stored_size = im.size
@@ -155,7 +174,7 @@ def decode_image(
         width=width,
         height=height,
         byte_size=len(data),
-        sha256=sha256 or hashlib.sha256(data).hexdigest(),
+        sha256=sha256,
         frames=frames,
         preprocessing_key=preprocessing_key(max_edge),
     )
@@ -164,6 +183,8 @@ def decode_image(
 # --- identifying the format ------------------------------------------------------------------
 
 _BOMB_ERRORS = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+# What Pillow's PNG plugin says of text or ICC chunks over MAX_TEXT_CHUNK (Pillow 11 to 13).
+_OVERSIZED_METADATA = "too large for PngImagePlugin.MAX_TEXT_CHUNK"
 
 
 @cache

@@ -18,9 +18,13 @@ from kafka.errors import KafkaError, MessageSizeTooLargeError
 
 from moderation_worker.errors import ErrorCode, PermanentError, TransientError
 from moderation_worker.events import Decision
-from moderation_worker.pipeline import Outcome, OutcomeKind
+from moderation_worker.outcomes import Outcome, OutcomeKind
 
 DLQ_HEADER_PREFIX = "dlq."
+# The original record's own headers under the dlq. prefix (a dead letter replayed, failing again, or a
+# producer spoofing a reason) are kept, renamed under this prefix: the worker's dlq.* headers are then
+# the only ones that say why this record is here, and a replayed dead letter keeps its history.
+DLQ_ORIGINAL_HEADER_PREFIX = "dlq.original-header."
 
 
 @dataclass(frozen=True)
@@ -52,8 +56,10 @@ class OutcomePublisher:
         try:
             for outcome in outcomes:
                 record = outcome.record
-                # Earlier failed tries (transient) plus this one.
+                # Earlier failed tries (transient) plus this one; an object that failed while its
+                # record waited behind another's retry was tried more often than its record was.
                 tries = attempts.get((record.topic, record.partition, record.offset), 0) + 1
+                tries = max(tries, getattr(outcome.error, "attempts", 0))
                 if outcome.kind is OutcomeKind.RESULT:
                     try:
                         futures.extend(self._send_result(outcome))
@@ -109,9 +115,14 @@ class OutcomePublisher:
             # original is (it stays in the input topic until retention removes it).
             context["original.value_omitted_bytes"] = str(len(value))
             value = None if record.key is not None else b""
-        headers = [(k, v if v is not None else b"") for k, v in record.headers]  # a client cannot send null
+        headers = [(_original_header_key(k), v if v is not None else b"") for k, v in record.headers]
         headers += [(DLQ_HEADER_PREFIX + k, _text(v)) for k, v in context.items()]
         return self._producer.send(self._topics.dead_letter, key=record.key, value=value, headers=headers)
+
+
+def _original_header_key(key: str) -> str:
+    # Null values become empty above: a Kafka client cannot send a null header value.
+    return DLQ_ORIGINAL_HEADER_PREFIX + key if key.startswith(DLQ_HEADER_PREFIX) else key
 
 
 def _text(value: str) -> bytes:

@@ -545,3 +545,33 @@ def test_decoding_in_a_thread_pool_is_consistent_and_leaves_global_settings_alon
     assert warnings.filters == filters_before
     assert limit_before == Image.MAX_IMAGE_PIXELS
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+@pytest.mark.parametrize("kind", ["icc", "ztxt"])
+def test_a_png_whose_metadata_is_over_pillows_text_chunk_limit_decodes_its_pixels(kind: str) -> None:
+    # Given a valid PNG whose ICC profile or compressed text chunk decompresses past MAX_TEXT_CHUNK
+    from PIL import PngImagePlugin
+
+    from tests.hostile_records import png_with_oversized_metadata
+
+    data = png_with_oversized_metadata(kind, size=(48, 32), colour=(200, 40, 90))
+    limit = PngImagePlugin.MAX_TEXT_CHUNK
+
+    decoded = decode_image(data)
+
+    # I expect its pixels, the facts of the bytes as they came, the dropped chunk named, and Pillow's
+    # guard left as it was (it protects every other image from text-chunk bombs)
+    assert decoded.image.size == (48, 32) and decoded.image.getpixel((5, 5)) == (200, 40, 90)
+    assert decoded.byte_size == len(data) and decoded.sha256 == hashlib.sha256(data).hexdigest()
+    assert decoded.metadata_dropped == (("iCCP",) if kind == "icc" else ("zTXt",))
+    assert limit == PngImagePlugin.MAX_TEXT_CHUNK
+
+
+def test_a_png_with_oversized_metadata_and_broken_pixels_is_still_corrupt() -> None:
+    from tests.hostile_records import png_with_oversized_metadata
+
+    data = png_with_oversized_metadata("icc")
+    broken = data[: data.index(b"IDAT") + 20] + b"\x00" * 40 + data[data.index(b"IEND") - 4 :]
+    with pytest.raises(PermanentError) as caught:
+        decode_image(broken)
+    assert caught.value.code is ErrorCode.CORRUPT_IMAGE

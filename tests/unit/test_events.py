@@ -78,9 +78,30 @@ def test_metadata_and_optional_fields_survive_parsing():
         ),
         (
             b'{"event_id": "e", "image_url": "s3://b/k", "metadata": ' + b'{"a": ' * 300 + b"1" + b"}" * 301,
-            ErrorCode.INVALID_EVENT,
-            "cannot be echoed back as JSON",
+            ErrorCode.INVALID_JSON,
+            "more than 64 deep",
         ),
+        (  # deep enough for the serialiser's limit: the same code and message, not invalid_event
+            b'{"event_id": "e", "image_url": "s3://b/k", "metadata": ' + b'{"a": ' * 900 + b"1" + b"}" * 901,
+            ErrorCode.INVALID_JSON,
+            "more than 64 deep",
+        ),
+        (  # deep enough for the parser's own recursion limit
+            b'{"event_id": "e", "image_url": "s3://b/k", "metadata": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+            ErrorCode.INVALID_JSON,
+            "cannot be read as JSON",
+        ),
+        (
+            b'{"event_id": "a", "event_id": "b", "image_url": "s3://b/k"}',
+            ErrorCode.INVALID_JSON,
+            "has the key 'event_id' twice",
+        ),
+        (
+            b'{"event_id": "e", "image_url": "s3://b/k", "metadata": {"a": 1, "a": 2}}',
+            ErrorCode.INVALID_JSON,
+            "has the key 'a' twice",
+        ),
+        (b'{"event_id": "e", "image_url": "   "}', ErrorCode.INVALID_EVENT, "image_url is blank"),
         (
             b'{"event_id": "e", "image_url": "s3://b/k", "metadata": {"blob": "' + b"x" * 70_000 + b'"}}',
             ErrorCode.INVALID_EVENT,
@@ -93,6 +114,26 @@ def test_bad_records_raise_permanent_errors_that_say_what_is_wrong(value, code, 
         parse_request(value)
     assert caught.value.code is code
     assert fragment in caught.value.message
+
+
+def test_identifiers_and_metadata_stay_exactly_as_sent_and_only_names_are_trimmed():
+    # Given an event whose identifiers carry whitespace and whose metadata keys differ only by it
+    event = {
+        "event_id": "  padded-id  ",
+        "image_url": "  s3://b/k.jpg\n",
+        "content_id": " c ",
+        "tenant": "t\t",
+        "source": " src",
+        "policies": [" weapons ", "drugs"],
+        "metadata": {" a": " 1 ", "a": 2, "nested": {" k ": [" v "]}},
+    }
+    request = parse_request(json.dumps(event).encode())
+
+    # I expect the idempotency key and everything echoed back untouched; the URL and policy ids trimmed
+    assert request.event_id == "  padded-id  "
+    assert (request.content_id, request.tenant, request.source) == (" c ", "t\t", " src")
+    assert request.metadata == event["metadata"]
+    assert request.image_url == "s3://b/k.jpg" and request.policies == ["weapons", "drugs"]
 
 
 def test_a_lone_surrogate_event_id_is_kept_printable_for_triage():
