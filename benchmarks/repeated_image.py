@@ -24,7 +24,8 @@ from moderation_worker.app import build_pipeline
 from moderation_worker.cache import BoundedLRUCache, make_feature_cache
 from moderation_worker.config import Settings
 from moderation_worker.fetch import LocalFileFetcher
-from moderation_worker.pipeline import InboundRecord, OutcomeKind, Pipeline
+from moderation_worker.outcomes import InboundRecord, OutcomeKind
+from moderation_worker.pipeline import Pipeline
 from moderation_worker.policies import PolicyPack
 
 CASES = ("miss", "verdict_hit", "feature_hit")

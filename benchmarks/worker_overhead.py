@@ -24,6 +24,8 @@ from moderation_worker.model.fake import FakeScorer
 UPLOAD_SIZE = (1280, 960)
 STAGES = ("fetch", "decode", "score", "publish", "commit", "batch")
 PER_EVENT = ("fetch", "decode")  # observed once per event; the others once per batch
+SCRAPERS = 16  # clients scraping the health server in the scraped runs (a Prometheus fleet and probes)
+PACED_INTERVAL_S = 1.0  # each paced scraper's wait between requests (Prometheus scrapes every 15 s)
 
 
 def bare_loop(settings: Settings, bucket: str, keys: list[str]) -> float:
@@ -62,10 +64,20 @@ def run(ctx: Context) -> SectionResult:
     scorer = FakeScorer()
     runs: list = []
 
+    scraped: dict[str, list] = {"flood": [], "paced": []}
+
     def worker() -> float:
         run = run_worker(base, scorer, count)
         runs.append(run)
         return run.events_per_s
+
+    def scraped_worker(kind: str, interval_s: float):
+        def measure() -> float:
+            run = run_worker(base, scorer, count, scrapers=SCRAPERS, scrape_interval_s=interval_s)
+            scraped[kind].append(run)
+            return run.events_per_s
+
+        return measure
 
     def floor() -> float:
         return bare_loop(base, bucket, keys)
@@ -75,13 +87,34 @@ def run(ctx: Context) -> SectionResult:
         f"section 3: {warmup} + {ctx.repeats} rounds of the worker and the bare loop over {count} images"
     )
     figures = interleaved(
-        {"worker": worker, "bare_loop": floor}, repeats=ctx.repeats, warmup=warmup, scale=1.0, unit="events/s"
+        {
+            "worker": worker,
+            "worker_scraped_paced": scraped_worker("paced", PACED_INTERVAL_S),
+            "worker_scraped_flood": scraped_worker("flood", 0.0),
+            "bare_loop": floor,
+        },
+        repeats=ctx.repeats,
+        warmup=warmup,
+        scale=1.0,
+        unit="events/s",
     )
     for figure in figures.values():
         figure.unit = "events/s"
         figure.higher_is_better = True
     result.figures["worker_events_per_s"] = figures["worker"]
     result.figures["bare_loop_events_per_s"] = figures["bare_loop"]
+    for kind in ("paced", "flood"):
+        result.figures[f"worker_scraped_{kind}_events_per_s"] = figures[f"worker_scraped_{kind}"]
+        result.ratios[f"scraped_{kind}_over_unscraped"] = ratio(
+            result.figures, f"worker_scraped_{kind}_events_per_s", "worker_events_per_s"
+        )
+        runs_of_kind = scraped[kind][warmup:]
+        result.figures[f"scrapes_{kind}_per_s"] = Figure(
+            "requests/s", [run.scrapes / run.seconds for run in runs_of_kind], higher_is_better=True
+        )
+        result.figures[f"scrape_{kind}_failures"] = Figure(
+            "requests", [float(run.scrape_failures) for run in runs_of_kind]
+        )
     result.ratios["worker_over_bare_loop"] = ratio(
         result.figures, "worker_events_per_s", "bare_loop_events_per_s"
     )
@@ -111,11 +144,19 @@ def run(ctx: Context) -> SectionResult:
     table = Table(["what", "events/s", "min", "max"])
     for label, key in (
         ("worker (FakeScorer)", "worker_events_per_s"),
+        (f"worker, {SCRAPERS} scrapers, 1 request/s each", "worker_scraped_paced_events_per_s"),
+        (f"worker, {SCRAPERS} scrapers flooding its health server", "worker_scraped_flood_events_per_s"),
         ("bare fetch+decode", "bare_loop_events_per_s"),
     ):
         figure = result.figures[key]
         table.add(label, fmt(figure.median), fmt(min(figure.samples)), fmt(max(figure.samples)))
     table.add("worker / bare loop", fmt(result.ratios["worker_over_bare_loop"].value) + "x", "", "")
+    for kind, label in (("paced", "1 request/s each"), ("flood", "flooding")):
+        ratio_text = fmt(result.ratios[f"scraped_{kind}_over_unscraped"].value) + "x"
+        table.add(f"with {SCRAPERS} scrapers {label} / without", ratio_text, "", "")
+        failed = fmt(max(result.figures[f"scrape_{kind}_failures"].samples))
+        answered = fmt(result.figures[f"scrapes_{kind}_per_s"].median)
+        table.add(f"  scrapes answered per s, {label} (failed)", f"{answered} ({failed})", "", "")
     result.tables.append((f"median over {ctx.repeats} interleaved rounds, {count} images", table))
     stages = Table(["worker stage", "ms", "per"])
     for stage in STAGES:

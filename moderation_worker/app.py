@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import structlog
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 
 from moderation_worker.cache import BoundedLRUCache, make_feature_cache
 from moderation_worker.config import Settings
-from moderation_worker.fetch import Fetcher, S3Fetcher, make_s3_client
-from moderation_worker.health import HealthServer, HealthState, WorkerMetrics
+from moderation_worker.errors import StartupError
+from moderation_worker.fetch import Fetcher, S3Fetcher, make_s3_client, parse_s3_url
+from moderation_worker.health import HealthState
+from moderation_worker.health_server import HealthServer
+from moderation_worker.metrics import WorkerMetrics
 from moderation_worker.model.base import Scorer
 from moderation_worker.pipeline import ImageLimits, Pipeline
 from moderation_worker.policies import PolicyPack, load_policy_pack
 from moderation_worker.publish import OutcomePublisher, Topics
-from moderation_worker.retry import PartitionBackoff
+from moderation_worker.retry import ObjectRetries, PartitionBackoff
+from moderation_worker.signals import StopSignal
+from moderation_worker.transfer import Transfers
 from moderation_worker.worker import StopConditions, Worker
 
 log = structlog.get_logger(__name__)
@@ -67,6 +76,16 @@ def image_limits(settings: Settings, scorer: Scorer) -> ImageLimits:
     )
 
 
+def make_fetcher(settings: Settings, *, stop: StopSignal | None = None) -> S3Fetcher:
+    """The S3 fetcher: a deadline on every transfer, and every transfer cut once ``stop`` is set."""
+    return S3Fetcher(
+        client=make_s3_client(settings),
+        max_bytes=settings.max_image_bytes,
+        transfers=Transfers(stop=stop.event if stop is not None else None),
+        timeout_s=settings.fetch_timeout_s,
+    )
+
+
 def build_pipeline(
     settings: Settings,
     *,
@@ -74,9 +93,16 @@ def build_pipeline(
     pack: PolicyPack,
     verdict_cache: BoundedLRUCache | None = None,
     fetcher: Fetcher | None = None,
+    stop: StopSignal | None = None,
 ) -> Pipeline:
+    fetcher = fetcher or make_fetcher(settings, stop=stop)
+    probe = getattr(fetcher, "store_is_serving", None)
     return Pipeline(
-        fetcher=fetcher or S3Fetcher(client=make_s3_client(settings), max_bytes=settings.max_image_bytes),
+        fetcher=fetcher,
+        object_retries=ObjectRetries(
+            max_attempts=settings.object_max_attempts,
+            probe=(lambda url: probe(parse_s3_url(url).bucket)) if probe is not None else None,
+        ),
         scorer=scorer,
         pack=pack,
         limits=image_limits(settings, scorer),
@@ -117,7 +143,7 @@ def make_producer(settings: Settings) -> KafkaProducer:
 
 @dataclass
 class Runtime:
-    """A built worker and what must be stopped with it."""
+    """A built worker and what must be stopped with it. The health server is already serving."""
 
     worker: Worker
     producer: KafkaProducer
@@ -126,39 +152,59 @@ class Runtime:
     health: HealthState
 
     def run(self):
-        if self.health_server is not None:
-            self.health_server.start()
         try:
             return self.worker.run()
         finally:
-            try:
-                self.producer.flush(timeout=10)
-            finally:
-                self.producer.close(timeout=10)
-                if self.health_server is not None:
-                    self.health_server.stop()
+            self.close()
+
+    def close(self) -> None:
+        """Flush and close the producer, stop the health server (idempotent; run() calls it)."""
+        try:
+            self.producer.flush(timeout=10)
+        finally:
+            self.producer.close(timeout=10)
+            if self.health_server is not None:
+                self.health_server.stop()
 
 
 def build_runtime(
     settings: Settings, *, scorer: Scorer | None = None, stop: StopConditions | None = None
 ) -> Runtime:
-    """Everything `moderation-worker run` needs. Fails fast on a bad pack or model, before joining."""
+    """Everything `moderation-worker run` needs. Fails fast on a bad pack or model, before joining.
+
+    The health server comes up first: /livez answers while the model loads and the clients connect
+    (each can take minutes), and /readyz says which of them start-up is waiting for.
+    """
     metrics = WorkerMetrics()
     health = HealthState(
         stall_after_s=settings.health_stall_s or settings.max_poll_interval_ms / 1000,
         require_assignment=settings.ready_requires_assignment,
+        startup_timeout_s=settings.health_startup_timeout_s,
     )
-    health_server = (
-        HealthServer(health, metrics, host=settings.health_host, port=settings.health_port)
-        if settings.health_port is not None
-        else None
-    )
+    health.starting("loading_policy_pack")
+    health_server = None
+    if settings.health_port is not None:
+        health_server = HealthServer(health, metrics, host=settings.health_host, port=settings.health_port)
+        health_server.start()
+        log.info("health_server_started", url=health_server.url)
+    try:
+        return _build(
+            settings, scorer=scorer, stop=stop, metrics=metrics, health=health, server=health_server
+        )
+    except BaseException:
+        if health_server is not None:
+            health_server.stop()
+        raise
+
+
+def _build(settings, *, scorer, stop, metrics, health, server) -> Runtime:
     pack = load_policy_pack(settings.policy_pack_path())
     caches = {
         "verdict": BoundedLRUCache(settings.verdict_cache_entries),
         "feature": make_feature_cache(settings.feature_cache_bytes),
     }
     if scorer is None:
+        health.starting("loading_model")
         scorer = load_scorer(settings, metrics=metrics, feature_cache=caches["feature"])
     health.set_model_loaded(True)
     info = scorer.info
@@ -169,8 +215,20 @@ def build_runtime(
         device=info.device,
         strategy=info.strategy,
     )
-    pipeline = build_pipeline(settings, scorer=scorer, pack=pack, verdict_cache=caches["verdict"])
-    producer = make_producer(settings)
+    stop_signal = StopSignal()
+    pipeline = build_pipeline(
+        settings, scorer=scorer, pack=pack, verdict_cache=caches["verdict"], stop=stop_signal
+    )
+    health.starting("connecting_to_kafka")
+    with _saying_what_it_waits_for(settings):
+        try:
+            producer = make_producer(settings)
+            consumer = make_consumer(settings)
+        except KafkaError as exc:
+            raise StartupError(
+                f"cannot connect to Kafka at {settings.kafka_bootstrap_servers} over "
+                f"{settings.kafka_security_protocol}: {exc!r}; check the broker and the security settings"
+            ) from exc
     publisher = OutcomePublisher(
         producer=producer,
         topics=Topics(
@@ -181,7 +239,7 @@ def build_runtime(
         max_record_bytes=settings.producer_max_request_bytes,
     )
     worker = Worker(
-        consumer=make_consumer(settings),
+        consumer=consumer,
         publisher=publisher,
         pipeline=pipeline,
         input_topic=settings.input_topic,
@@ -195,7 +253,37 @@ def build_runtime(
         health=health,
         caches=caches,
         stop=stop or StopConditions(max_events=settings.max_events, idle_timeout_s=settings.idle_timeout_s),
+        stop_signal=stop_signal,
     )
-    return Runtime(
-        worker=worker, producer=producer, health_server=health_server, metrics=metrics, health=health
-    )
+    return Runtime(worker=worker, producer=producer, health_server=server, metrics=metrics, health=health)
+
+
+@contextmanager
+def _saying_what_it_waits_for(settings: Settings, *, every_s: float = 5.0) -> Iterator[None]:
+    """Log what the Kafka clients are connecting to, then every few seconds while they still are.
+
+    kafka-python's constructors block while they bootstrap (a broker that does not speak the
+    configured security protocol keeps them there for many seconds, silently)."""
+    servers, protocol = settings.kafka_bootstrap_servers, settings.kafka_security_protocol
+    log.info("connecting_to_kafka", bootstrap_servers=servers, security_protocol=protocol)
+    done = threading.Event()
+    started = time.monotonic()
+
+    def remind() -> None:
+        while not done.wait(every_s):
+            log.warning(
+                "still_connecting_to_kafka",
+                bootstrap_servers=servers,
+                security_protocol=protocol,
+                sasl_mechanism=settings.kafka_sasl_mechanism,
+                waited_s=round(time.monotonic() - started, 1),
+                hint="check the bootstrap servers, the security protocol and the SASL settings",
+            )
+
+    reminder = threading.Thread(target=remind, name="kafka-connect-reminder", daemon=True)
+    reminder.start()
+    try:
+        yield
+    finally:
+        done.set()
+        reminder.join(timeout=1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import uuid
 from collections.abc import Sequence
@@ -15,8 +16,8 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from moderation_worker.config import ENV_PREFIX, Settings
-from moderation_worker.errors import ConfigurationError
+from moderation_worker.config import ENV_PREFIX, Settings, unknown_variables
+from moderation_worker.errors import ConfigurationError, StartupError
 from moderation_worker.logging_setup import configure_logging
 
 _NONE_WORDS = {"none", "null"}
@@ -113,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             update={k: v for k, v in defaults.items() if k not in settings.model_fields_set}
         )
     configure_logging(settings.log_level, settings.log_format)
+    _warn_about_unknown_variables()
     try:
         if args.command == "run":
             return _run(settings, fake=args.scorer == "fake")
@@ -130,7 +132,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     raise AssertionError(args.command)
+
+
+def _warn_about_unknown_variables() -> None:
+    import structlog
+
+    log = structlog.get_logger("moderation_worker.cli")
+    for name, closest in unknown_variables(os.environ):
+        log.warning("unknown_setting_variable", variable=name, did_you_mean=closest, note="ignored")
 
 
 def _run(settings: Settings, *, fake: bool) -> int:
@@ -158,7 +171,7 @@ def _check(settings: Settings, image: str, policies: str | None) -> int:
     from moderation_worker.app import build_pipeline, load_scorer
     from moderation_worker.cache import BoundedLRUCache
     from moderation_worker.fetch import LocalFileFetcher, S3Fetcher, make_s3_client
-    from moderation_worker.pipeline import InboundRecord, OutcomeKind
+    from moderation_worker.outcomes import InboundRecord, OutcomeKind
     from moderation_worker.policies import load_policy_pack
 
     pack = load_policy_pack(settings.policy_pack_path())  # before the model: a bad pack fails fast

@@ -6,8 +6,10 @@ they never reach a log line or a repr.
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,6 +17,9 @@ from pydantic import Field, SecretStr, field_serializer, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "MODERATION_"
+# Variables under our prefix that belong to something else than the worker's settings: the test
+# suite's backends (tests/conftest.py). They are not misspellings. Other commands add theirs here.
+FOREIGN_PREFIXES: tuple[str, ...] = ("MODERATION_TEST_",)
 DEFAULT_POLICY_PACK = Path("policies/default.yaml")
 DEFAULT_MODEL_ID = "zai-org/GLM-4.6V-Flash"
 
@@ -43,6 +48,9 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = Field(None, description="SASL user name.")
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (secret; never logged).")
     kafka_ssl_cafile: str | None = Field(None, description="CA bundle for SSL / SASL_SSL.")
+    kafka_bootstrap_timeout_s: float = Field(
+        30.0, gt=0, description="Longest start-up waits for the brokers to answer before it gives up."
+    )
     group_id: str = Field("moderation-worker", description="Consumer group all workers join.")
     input_topic: str = Field("moderation.requests", description="Moderation requests are consumed from here.")
     results_topic: str = Field("moderation.results", description="One verdict per processed event.")
@@ -76,11 +84,23 @@ class Settings(BaseSettings):
         "path", description="path suits MinIO/SeaweedFS; virtual suits AWS."
     )
     fetch_concurrency: int = Field(8, ge=1, le=256, description="Concurrent S3 fetches per batch.")
+    fetch_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Deadline of one object's whole transfer, headers and body; past it the "
+        "connection is cut and the fetch retried.",
+    )
     fetch_batch_timeout_s: float = Field(
         120.0,
         gt=0,
         description="Longest a batch waits for its fetches; later ones are retried. Keep it "
         "well under the max poll interval.",
+    )
+    object_max_attempts: int = Field(
+        6,
+        ge=1,
+        description="Transient failures of one object, while the store serves others, before it is "
+        "dead-lettered (retries_exhausted).",
     )
 
     # --- Images ----------------------------------------------------------------------------------
@@ -151,6 +171,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Liveness fails when the loop has not turned for this long; None: max poll interval.",
     )
+    health_startup_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="Liveness holds while start-up (model load, connecting) takes up to this long.",
+    )
     ready_requires_assignment: bool = Field(
         True, description="Readiness needs partitions; turn off when replicas outnumber partitions."
     )
@@ -196,6 +221,7 @@ class Settings(BaseSettings):
             "bootstrap_servers": self.kafka_bootstrap_servers.split(","),
             "security_protocol": self.kafka_security_protocol,
             "client_id": f"moderation-worker-{self.worker_id}",
+            "bootstrap_timeout_ms": int(self.kafka_bootstrap_timeout_s * 1000),
         }
         if self.kafka_sasl_mechanism:
             common["sasl_mechanism"] = self.kafka_sasl_mechanism
@@ -205,3 +231,29 @@ class Settings(BaseSettings):
         if self.kafka_ssl_cafile:
             common["ssl_cafile"] = self.kafka_ssl_cafile
         return common
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``MODERATION_*`` variables no setting reads, each with the closest known name (or None).
+
+    pydantic-settings ignores them silently, so a misspelt ``MODERATION_S3_SECRET`` would leave the
+    worker on its default credentials without a word. Names compare case-insensitively, as the
+    settings read them. Only names are returned, never values (they may be secrets).
+    """
+    known = sorted(name.upper() for name in Settings.model_fields)
+    unknown = []
+    for name in sorted(environ):
+        upper = name.upper()
+        bare = upper.removeprefix(ENV_PREFIX)
+        if not upper.startswith(ENV_PREFIX) or bare in known or upper.startswith(FOREIGN_PREFIXES):
+            continue
+        unknown.append((name, _closest(bare, known)))
+    return unknown
+
+
+def _closest(bare: str, known: list[str]) -> str | None:
+    # A truncated name (S3_SECRET for S3_SECRET_ACCESS_KEY) first, then the most similar spelling;
+    # compared without the common prefix, which would make every name look alike.
+    longer = [name for name in known if name.startswith(bare)]
+    closest = sorted(longer, key=len)[:1] or difflib.get_close_matches(bare, known, n=1, cutoff=0.6)
+    return ENV_PREFIX + closest[0] if closest else None

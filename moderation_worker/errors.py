@@ -28,6 +28,9 @@ class ErrorCode(StrEnum):
     DECOMPRESSION_BOMB = "decompression_bomb"
     CORRUPT_IMAGE = "corrupt_image"
     UNKNOWN_POLICY = "unknown_policy"
+    CORRUPT_RECORD = "corrupt_record"
+    OBJECT_REJECTED = "object_rejected"
+    RETRIES_EXHAUSTED = "retries_exhausted"
 
 
 class ModerationError(Exception):
@@ -43,6 +46,14 @@ class PermanentError(ModerationError):
         self.message = message
 
 
+class RetriesExhaustedError(PermanentError):
+    """A transient failure of one object repeated ``attempts`` times while the store served others."""
+
+    def __init__(self, message: str, *, attempts: int) -> None:
+        super().__init__(ErrorCode.RETRIES_EXHAUSTED, message)
+        self.attempts = attempts
+
+
 class TransientError(ModerationError):
     """Infrastructure failed; the same event may well succeed later. Retried, never dead-lettered."""
 
@@ -51,5 +62,17 @@ class StorageUnavailableError(TransientError):
     """S3 failed (unreachable, timing out, throttling, rejecting our credentials): readiness says so."""
 
 
+class FetchDeadlineError(StorageUnavailableError):
+    """One object's transfer ran past its deadline and was cut off (a server trickling bytes)."""
+
+
+class FetchAbortedError(TransientError):
+    """The worker is stopping: its in-flight fetch was cut off. Says nothing about the object."""
+
+
 class ConfigurationError(ModerationError):
     """The worker cannot start as configured (policy pack, model, settings)."""
+
+
+class StartupError(ModerationError):
+    """The worker could not start although its configuration is valid (a broker that never answers)."""

@@ -1,14 +1,22 @@
 """The fetch stage: ``s3://bucket/key`` to bytes, with every failure classified.
 
 Classification is the point of this module. The event's fault (no such bucket or key, access to
-that object denied, too large) is a ``PermanentError`` with a dead-letter code; the
-infrastructure's fault (endpoint unreachable, timeouts, throttling, 5xx, our own credentials
-rejected) is a ``TransientError``: retried, never dead-lettered.
+that object denied, too large, a request S3 refuses as invalid for this object) is a
+``PermanentError`` with a dead-letter code; the infrastructure's fault (endpoint unreachable,
+timeouts, throttling, 5xx, our own credentials or configuration rejected, any 4xx not known to be
+the request's fault) is a ``StorageUnavailableError``: retried. S3 answers are classified by their
+error code against explicit lists; only the listed request faults are dead-lettered at once.
+
+Every fetch runs inside a transfer with a deadline enforced on its connection (``transfer.py``): a
+trickling server is cut off and the fetch thread freed. Whether a transient failure that keeps
+repeating for one object ends as a dead letter is decided by the pipeline (``retry.ObjectRetries``),
+with :meth:`S3Fetcher.store_is_serving` as its probe.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -19,7 +27,14 @@ import botocore.exceptions as boto_errors
 from botocore.config import Config
 
 from moderation_worker.config import Settings
-from moderation_worker.errors import ErrorCode, PermanentError, StorageUnavailableError
+from moderation_worker.errors import (
+    ErrorCode,
+    FetchAbortedError,
+    FetchDeadlineError,
+    PermanentError,
+    StorageUnavailableError,
+)
+from moderation_worker.transfer import Transfers, attach_deadlines
 
 # AWS's rules for bucket names (lenient on dots): 3-63 of a-z 0-9 . - starting and ending alnum.
 _BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -35,6 +50,23 @@ _CREDENTIALS = {
     "InvalidToken",
     "TokenRefreshRequired",
 }
+# The request's fault, for this object only: S3 refuses it as invalid and would refuse it again. An
+# allowlist: a code not here, even a 4xx, is retried (configuration, clock, throttling and codes a
+# store invents: AuthorizationHeaderMalformed, PermanentRedirect, RequestTimeout, RequestTimeTooSkewed,
+# SlowDown, 5xx), because dead-lettering a good event is worse than retrying a bad one.
+_REQUEST_FAULT = {
+    "InvalidArgument",
+    "InvalidRequest",
+    "KeyTooLongError",
+    "InvalidObjectState",  # archived (Glacier): it needs a restore before it can be read
+    "InvalidObjectName",
+    "InvalidURI",
+}
+# What a probe GET of a key that does not exist may answer when the store is serving us.
+_PROBE_SERVING = {"NoSuchKey", "404", "NotFound", "AccessDenied", "403", "Forbidden"}
+# Dot segments are never sent: stores and proxies normalise "a/../b" to "b" (reading another
+# tenant's object) or refuse it (SeaweedFS answers 400). Such keys are refused, never rewritten.
+_DOT_SEGMENTS = {".", ".."}
 
 
 @dataclass(frozen=True)
@@ -77,6 +109,12 @@ def parse_s3_url(url: str) -> S3Location:
             ErrorCode.UNSUPPORTED_URL,
             f"image_url {url[:200]!r}: expected s3://bucket/key with a key and no query",
         )
+    if _DOT_SEGMENTS.intersection(key.split("/")):
+        raise PermanentError(
+            ErrorCode.UNSUPPORTED_URL,
+            f"image_url {url[:200]!r}: the key has '.' or '..' segments, which are refused (stores and "
+            "proxies normalise them into another key); upload it under a key without them",
+        )
     return S3Location(bucket, key)
 
 
@@ -97,24 +135,72 @@ def make_s3_client(settings: Settings):
             "aws_secret_access_key": settings.s3_secret_access_key.get_secret_value(),
         }
     session = boto3.session.Session()
-    return session.client(
+    client = session.client(
         "s3",
         endpoint_url=settings.s3_endpoint_url,
         region_name=settings.s3_region,
         config=config,
         **credentials,
     )
+    attach_deadlines(client)  # each request's socket joins its fetch's transfer: deadlines are enforced
+    return client
 
 
 class S3Fetcher:
-    """Downloads objects, refusing ones over ``max_bytes`` before reading their body."""
+    """Downloads objects, refusing ones over ``max_bytes`` before reading their body.
 
-    def __init__(self, *, client, max_bytes: int) -> None:
+    Each fetch, headers and body, must finish within ``timeout_s`` or its connection is cut
+    (``FetchDeadlineError``); a stop set on ``transfers`` cuts every fetch (``FetchAbortedError``).
+    """
+
+    def __init__(
+        self, *, client, max_bytes: int, transfers: Transfers | None = None, timeout_s: float = 30.0
+    ) -> None:
         self._client = client
         self._max_bytes = max_bytes
+        self._transfers = transfers or Transfers()
+        self._timeout_s = timeout_s
+
+    @property
+    def transfers(self) -> Transfers:
+        return self._transfers
 
     def fetch(self, url: str) -> FetchedObject:
         location = parse_s3_url(url)
+        with self._transfers.transfer(location.url, self._timeout_s) as transfer:
+            try:
+                return self._get(location)
+            except (StorageUnavailableError, boto_errors.BotoCoreError, OSError, ValueError) as exc:
+                if transfer.cut_reason == "stopping":
+                    raise FetchAbortedError(
+                        f"fetch of {location.url} aborted: the worker is stopping"
+                    ) from exc
+                if transfer.cut_reason == "deadline":
+                    raise FetchDeadlineError(
+                        f"fetching {location.url} did not finish within {self._timeout_s:g} s and was "
+                        "cut off (the store is slow or trickling this object)"
+                    ) from exc
+                if isinstance(exc, StorageUnavailableError):
+                    raise
+                raise StorageUnavailableError(f"S3 connection broke fetching {location.url}: {exc}") from exc
+
+    def store_is_serving(self, bucket: str) -> bool:
+        """Whether the store answers a cheap request properly now: a GET of a key that does not exist.
+
+        NoSuchKey (or AccessDenied, without list permission) means the store and our credentials work;
+        a timeout, a connection failure, a 5xx or a credential error means they do not.
+        """
+        key = f".moderation-worker-probe/{uuid.uuid4().hex}"
+        with self._transfers.transfer(f"s3://{bucket}/{key}", min(self._timeout_s, 10.0)):
+            try:
+                self._client.get_object(Bucket=bucket, Key=key)["Body"].close()
+            except boto_errors.ClientError as exc:
+                return str(exc.response.get("Error", {}).get("Code", "")) in _PROBE_SERVING
+            except (boto_errors.BotoCoreError, OSError, ValueError):
+                return False
+        return True
+
+    def _get(self, location: S3Location) -> FetchedObject:
         try:
             response = self._client.get_object(Bucket=location.bucket, Key=location.key)
         except boto_errors.ClientError as exc:
@@ -162,8 +248,15 @@ def _classify_client_error(exc: boto_errors.ClientError, location: S3Location) -
         return PermanentError(
             ErrorCode.ACCESS_DENIED, f"the worker may not read {location.url} (S3 said {code})"
         )
+    if code in _REQUEST_FAULT:
+        message = str(error.get("Message", "") or "")[:300]
+        return PermanentError(
+            ErrorCode.OBJECT_REJECTED,
+            f"S3 refused the request for {location.url} as invalid ({code}, HTTP {status}): {message}",
+        )
     # Everything else (throttling, 5xx, unknown codes) is retried: wrongly dead-lettering a good
-    # event is worse than retrying a bad one, and the retries metric makes a stuck one visible.
+    # event is worse than retrying a bad one. If this object alone keeps failing while the store serves
+    # others, ObjectRetries ends it as retries_exhausted.
     message = error.get("Message", "")
     return StorageUnavailableError(f"S3 error {code or status} fetching {location.url}: {message}")
 

@@ -1,33 +1,29 @@
-"""Health endpoints and Prometheus metrics for one worker process.
+"""Liveness and readiness of one worker process.
 
-Three pieces, each usable alone:
-- ``WorkerMetrics``: every metric the worker exports, behind small named methods, in a registry of
-  its own (never the process-global one), so tests and two workers in one process never clash.
-- ``HealthState``: what the worker loop reports (beats, broker, assignment, model, S3, stopping),
-  turned into liveness and readiness reports. Thread-safe.
-- ``HealthServer``: ``GET /livez``, ``GET /readyz`` and ``GET /metrics`` on a stdlib threading HTTP
-  server in a daemon thread.
+``HealthState`` holds what the worker reports about itself (start-up phase, beats, broker, assignment,
+model, S3, stopping) and turns it into liveness and readiness reports; every method is thread-safe.
+``health_server.HealthServer`` serves them over HTTP with the metrics.
 
 Typical wiring in the worker::
 
     metrics = WorkerMetrics()
     state = HealthState(stall_after_s=settings.max_poll_interval_ms / 1000)
-    server = HealthServer(state, metrics, settings.health_host, settings.health_port)
-    server.start()
-    ...
+    server = HealthServer(state, metrics, settings.health_host, settings.health_port).start()
+    state.starting("loading_model")
+    ...                              # load, connect: /livez 200, /readyz 503 naming the phase
     while running:
         state.beat()
         ...
     server.stop()
 
-Liveness asks one question: is the loop still turning? It fails when no ``beat()`` came within
-``stall_after_s`` (counted from construction until the first beat, so a hang while loading the
-model fails it too; give orchestrators a start period or startup probe longer than the load).
+Liveness asks one question: is the process making progress? While it starts (``starting(phase)``),
+it passes for up to ``startup_timeout_s`` (a model load may take many minutes; a start-up stuck for
+longer fails it). Once the loop runs, it fails when no ``beat()`` came within ``stall_after_s``.
 
-Readiness asks whether this worker is doing useful work: loop beating, broker connected, model
-loaded, S3 not failing, not stopping and, by default, at least one partition assigned. A consumer
-group never gives one partition to two members, so with more workers than partitions some are
-idle but healthy: they report ``"idle": true`` and fail readiness while ``require_assignment`` is
+Readiness asks whether this worker is doing useful work: started, loop beating, broker connected,
+model loaded, S3 not failing, not stopping and, by default, at least one partition assigned. A
+consumer group never gives one partition to two members, so with more workers than partitions some
+are idle but healthy: they report ``"idle": true`` and fail readiness while ``require_assignment`` is
 on. That is the honest answer for a dashboard, but it stalls a rolling update that waits for new
 pods to become ready when replicas exceed partitions; deployments that run spare replicas set
 ``require_assignment=False`` (idle workers then stay ready and still say ``"idle": true``).
@@ -35,251 +31,10 @@ pods to become ready when replicas exceed partitions; deployments that run spare
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import socket
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
-
-log = logging.getLogger(__name__)
-
-OUTCOMES = ("result", "dead_letter", "retry")
-DECISIONS = ("allow", "review", "block")
-STAGES = ("fetch", "decode", "score", "publish", "commit", "batch")
-CACHES = ("feature", "verdict")
-
-# A fetch from S3 takes milliseconds, a scoring batch on a large model seconds, a stalled publish or
-# commit up to the delivery timeout: buckets span 1 ms to 5 minutes.
-LATENCY_BUCKETS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
-)  # fmt: skip
-BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
-
-
-def _label(value: object) -> str:
-    """Label text for a plain string or an enum member (``ErrorCode.CORRUPT_IMAGE`` -> ``corrupt_image``)."""
-    return str(value.value if isinstance(value, Enum) else value)
-
-
-def _check(name: str, value: object, allowed: tuple[str, ...]) -> str:
-    text = _label(value)
-    if text not in allowed:
-        # A typo here would silently create a new time series; fail where the mistake is made.
-        raise ValueError(f"unknown {name} {text!r}; expected one of {', '.join(allowed)}")
-    return text
-
-
-class _GpuMemoryCollector:
-    """CUDA memory this process holds, read at scrape time.
-
-    Reads torch only if the process has already imported it (the model stage does): importing torch
-    here would cost seconds and hundreds of MB in a worker that never uses it, and a process that never
-    imported torch holds no CUDA memory through it. Reports nothing until CUDA is initialised, so a
-    scrape never creates a CUDA context on its own.
-    """
-
-    _ALLOCATED = "moderation_gpu_memory_allocated_bytes"
-    _RESERVED = "moderation_gpu_memory_reserved_bytes"
-
-    def describe(self) -> list[Metric]:
-        return list(self._families())
-
-    def collect(self) -> list[Metric]:
-        allocated, reserved = self._families()
-        torch = sys.modules.get("torch")
-        try:
-            cuda = getattr(torch, "cuda", None)
-            if cuda is not None and cuda.is_available() and cuda.is_initialized():
-                for index in range(cuda.device_count()):
-                    device = f"cuda:{index}"
-                    allocated.add_metric([device], float(cuda.memory_allocated(index)))
-                    reserved.add_metric([device], float(cuda.memory_reserved(index)))
-        except Exception:  # a scrape must never fail because of the GPU probe
-            log.debug("gpu memory probe failed", exc_info=True)
-            return []
-        return [allocated, reserved]
-
-    def _families(self) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
-        return (
-            GaugeMetricFamily(self._ALLOCATED, "CUDA memory held by tensors.", labels=["device"]),
-            GaugeMetricFamily(
-                self._RESERVED, "CUDA memory reserved by the caching allocator.", labels=["device"]
-            ),
-        )
-
-
-class WorkerMetrics:
-    """Every metric the worker exports, in a ``CollectorRegistry`` of its own.
-
-    The worker calls the named methods and never touches prometheus objects. Unknown outcomes,
-    decisions, stages and caches raise ``ValueError``: labels come from fixed vocabularies.
-    """
-
-    def __init__(self, *, gpu: bool = True) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self._events = Counter(
-            "moderation_events_total",
-            "Events finished, by outcome (result, dead_letter, retry) and decision (none unless a result).",
-            ["outcome", "decision"],
-            registry=r,
-        )
-        self._dead_letters = Counter(
-            "moderation_dead_letters_total",
-            "Events sent to the dead-letter topic, by code.",
-            ["code"],
-            registry=r,
-        )
-        self._stage_seconds = Histogram(
-            "moderation_stage_duration_seconds",
-            "Time spent in each stage; 'batch' is one whole batch, poll to commit.",
-            ["stage"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self._cache_hits = Counter("moderation_cache_hits_total", "Cache hits.", ["cache"], registry=r)
-        self._cache_misses = Counter("moderation_cache_misses_total", "Cache misses.", ["cache"], registry=r)
-        self._cache_bytes = Gauge(
-            "moderation_cache_size_bytes", "Bytes held by a cache.", ["cache"], registry=r
-        )
-        self._cache_entries = Gauge(
-            "moderation_cache_entries", "Entries held by a cache.", ["cache"], registry=r
-        )
-        self._batch_size = Histogram(
-            "moderation_batch_size_events",
-            "Events per processed batch.",
-            buckets=BATCH_SIZE_BUCKETS,
-            registry=r,
-        )
-        self._in_flight = Gauge(
-            "moderation_in_flight_events", "Events polled but not yet committed.", registry=r
-        )
-        self._retries = Counter(
-            "moderation_retries_total", "Transient failures retried, by reason.", ["reason"], registry=r
-        )
-        self._lag = Gauge(
-            "moderation_consumer_lag_records",
-            "Records between this worker's position and the partition's high watermark at its last fetch.",
-            ["topic", "partition"],
-            registry=r,
-        )
-        self._held = Gauge(
-            "moderation_held_partitions",
-            "Partitions held back for retry after an infrastructure failure.",
-            registry=r,
-        )
-        self._model_load = Gauge(
-            "moderation_model_load_seconds", "Seconds the model took to load at start.", registry=r
-        )
-        self._model_info = Gauge(
-            "moderation_model_info",
-            "The loaded model (always 1): its id, revision, dtype, device and scoring strategy.",
-            ["model", "revision", "dtype", "device", "strategy"],
-            registry=r,
-        )
-        if gpu:
-            r.register(_GpuMemoryCollector())
-        # Export every known series at zero from the start, so rate() and absent() work before traffic.
-        for decision in DECISIONS:
-            self._events.labels("result", decision)
-        self._events.labels("dead_letter", "none")
-        self._events.labels("retry", "none")
-        for stage in STAGES:
-            self._stage_seconds.labels(stage)
-        for cache in CACHES:
-            self._cache_hits.labels(cache)
-            self._cache_misses.labels(cache)
-
-    def record_outcome(self, outcome: str, decision: str | None = None, code: str | None = None) -> None:
-        """Count one finished event. ``decision`` goes with ``result``; ``code`` with ``dead_letter``."""
-        outcome = _check("outcome", outcome, OUTCOMES)
-        if decision is not None and outcome != "result":
-            raise ValueError(f"a decision goes with outcome 'result', not {outcome!r}")
-        if code is not None and outcome != "dead_letter":
-            raise ValueError(f"a dead-letter code goes with outcome 'dead_letter', not {outcome!r}")
-        decision_label = "none" if decision is None else _check("decision", decision, DECISIONS)
-        self._events.labels(outcome, decision_label).inc()
-        if outcome == "dead_letter":
-            self._dead_letters.labels("unknown" if code is None else _label(code)).inc()
-
-    def observe_stage(self, stage: str, seconds: float) -> None:
-        self._stage_seconds.labels(_check("stage", stage, STAGES)).observe(seconds)
-
-    @contextmanager
-    def time_stage(self, stage: str) -> Iterator[None]:
-        """``with metrics.time_stage("score"): ...`` observes the block's duration, raised or not."""
-        label = _check("stage", stage, STAGES)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._stage_seconds.labels(label).observe(time.perf_counter() - start)
-
-    def cache_lookup(self, cache: str, hit: bool) -> None:
-        counter = self._cache_hits if hit else self._cache_misses
-        counter.labels(_check("cache", cache, CACHES)).inc()
-
-    def set_cache_size(self, cache: str, *, entries: int, size_bytes: int | None = None) -> None:
-        """What a cache holds now: always its entries, and its bytes where it is bounded in bytes."""
-        label = _check("cache", cache, CACHES)
-        self._cache_entries.labels(label).set(entries)
-        if size_bytes is not None:
-            self._cache_bytes.labels(label).set(size_bytes)
-
-    def observe_batch(self, size: int) -> None:
-        self._batch_size.observe(size)
-
-    def set_in_flight(self, n: int) -> None:
-        self._in_flight.set(n)
-
-    def record_retry(self, reason: str) -> None:
-        """One transient failure that will be retried (``s3_timeout``, ``broker_unavailable``, ...).
-
-        Keep reasons to a small fixed set: each distinct value is a new time series.
-        """
-        self._retries.labels(_label(reason)).inc()
-
-    def set_held_partitions(self, n: int) -> None:
-        self._held.set(n)
-
-    def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
-        self._lag.labels(topic, str(partition)).set(max(0, lag))
-
-    def forget_partition(self, topic: str, partition: int) -> None:
-        """Drop a revoked partition's lag series: another worker reports it now."""
-        with contextlib.suppress(KeyError):
-            self._lag.remove(topic, str(partition))
-
-    def set_model_load_seconds(self, seconds: float) -> None:
-        self._model_load.set(seconds)
-
-    def set_model_info(self, *, model: str, revision: str, dtype: str, device: str, strategy: str) -> None:
-        """The one model this process scores with; a dashboard groups by its strategy label, so a
-        fleet that silently lost the shared prefix (a new transformers) shows."""
-        self._model_info.clear()
-        self._model_info.labels(model, revision, dtype, device, strategy).set(1)
-
-    def exposition(self, accept: str = "") -> tuple[bytes, str]:
-        """The registry as ``/metrics`` serves it: (body, content type) for an HTTP Accept header.
-
-        Prometheus text format unless the scraper asks for OpenMetrics, as prometheus-client's own
-        server does.
-        """
-        encoder, content_type = choose_encoder(accept)
-        return encoder(self.registry), content_type
 
 
 @dataclass(frozen=True)
@@ -303,14 +58,18 @@ class HealthState:
         *,
         stall_after_s: float = 300.0,
         require_assignment: bool = True,
+        startup_timeout_s: float = 1800.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if stall_after_s <= 0:
-            raise ValueError("stall_after_s must be positive")
+        if stall_after_s <= 0 or startup_timeout_s <= 0:
+            raise ValueError("stall_after_s and startup_timeout_s must be positive")
         self.stall_after_s = stall_after_s
         self.require_assignment = require_assignment
+        self.startup_timeout_s = startup_timeout_s
         self._clock = clock
         self._lock = threading.Lock()
+        self._phase: str | None = None  # what start-up is doing, until the loop's first beat
+        self._started_at: float | None = None
         self._last_beat = clock()
         self._beats = 0
         self._broker_connected = False
@@ -319,12 +78,22 @@ class HealthState:
         self._s3_ok = True
         self._stopping = False
 
+    def starting(self, phase: str) -> None:
+        """Start-up is at ``phase`` (``loading_model``, ``connecting_to_kafka``, ...): liveness holds
+        for up to ``startup_timeout_s`` from the first call, readiness fails naming the phase."""
+        now = self._clock()
+        with self._lock:
+            self._phase = phase
+            if self._started_at is None:
+                self._started_at = now
+
     def beat(self) -> None:
-        """The loop is alive; call once per loop iteration."""
+        """The loop is alive; call once per loop iteration. The first one ends start-up."""
         now = self._clock()
         with self._lock:
             self._last_beat = now
             self._beats += 1
+            self._phase = None
 
     def set_broker_connected(self, connected: bool) -> None:
         with self._lock:
@@ -351,24 +120,34 @@ class HealthState:
 
     def liveness(self) -> HealthReport:
         with self._lock:
-            since_beat = self._clock() - self._last_beat
-            beats = self._beats
-        beating = since_beat <= self.stall_after_s
+            now = self._clock()
+            since_beat = now - self._last_beat
+            beats, phase, started_at = self._beats, self._phase, self._started_at
+        if phase is not None and started_at is not None:
+            starting_s = now - started_at
+            ok = starting_s <= self.startup_timeout_s
+            name = "starting_in_time"
+            body: dict[str, object] = {"phase": phase, "starting_s": round(starting_s, 3)}
+            body["startup_timeout_s"] = self.startup_timeout_s
+        else:
+            ok = since_beat <= self.stall_after_s
+            name = "loop_beating"
+            body = {"seconds_since_beat": round(since_beat, 3), "stall_after_s": self.stall_after_s}
         body = {
-            "status": "ok" if beating else "fail",
-            "failing": [] if beating else ["loop_beating"],
-            "checks": {"loop_beating": beating},
-            "seconds_since_beat": round(since_beat, 3),
-            "stall_after_s": self.stall_after_s,
+            "status": "ok" if ok else "fail",
+            "failing": [] if ok else [name],
+            "checks": {name: ok},
+            **body,
             "beats": beats,
         }
-        return HealthReport(beating, () if beating else ("loop_beating",), body)
+        return HealthReport(ok, () if ok else (name,), body)
 
     def readiness(self) -> HealthReport:
         with self._lock:
             since_beat = self._clock() - self._last_beat
-            partitions = self._partitions
+            partitions, phase = self._partitions, self._phase
             checks = {
+                "started": phase is None,
                 "loop_beating": since_beat <= self.stall_after_s,
                 "broker_connected": self._broker_connected,
                 "partitions_assigned": partitions > 0,
@@ -385,118 +164,6 @@ class HealthState:
             "checks": checks,
             "partitions": partitions,
             "idle": partitions == 0,
+            **({"phase": phase} if phase is not None else {}),
         }
         return HealthReport(not failing, failing, body)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], state: HealthState, metrics: WorkerMetrics) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.state = state
-        self.metrics = metrics
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        # A client that hangs up mid-response is not worth a traceback on stderr.
-        log.debug("health request from %s failed", client_address, exc_info=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    server_version = "moderation-worker"
-
-    def do_GET(self) -> None:
-        self._respond(send_body=True)
-
-    def do_HEAD(self) -> None:
-        self._respond(send_body=False)
-
-    def _respond(self, *, send_body: bool) -> None:
-        path = urlsplit(self.path).path.rstrip("/") or "/"
-        if path == "/metrics":
-            try:
-                body, content_type = self.server.metrics.exposition(self.headers.get("Accept", ""))
-                status = 200
-            except Exception:
-                log.exception("metrics exposition failed")
-                status, content_type, body = 500, "text/plain; charset=utf-8", b"metrics exposition failed\n"
-        elif path in ("/livez", "/readyz"):
-            report = self.server.state.liveness() if path == "/livez" else self.server.state.readiness()
-            status = 200 if report.ok else 503
-            content_type, body = "application/json", json.dumps(report.body).encode() + b"\n"
-        else:
-            status, content_type = 404, "application/json"
-            body = (
-                json.dumps({"error": "not found", "paths": ["/livez", "/readyz", "/metrics"]}).encode()
-                + b"\n"
-            )
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass  # probes every few seconds would drown the worker's own logs
-
-
-class HealthServer:
-    """Serves ``/livez``, ``/readyz`` and ``/metrics`` from a daemon thread.
-
-    Binds in ``start()`` (an ``OSError`` there means the port is taken); port 0 binds a free port,
-    then ``port`` tells which. ``stop()`` shuts the server down and closes the socket; both are
-    idempotent, and the server is a context manager.
-    """
-
-    def __init__(
-        self, state: HealthState, metrics: WorkerMetrics, host: str = "0.0.0.0", port: int = 8080
-    ) -> None:
-        self.state = state
-        self.metrics = metrics
-        self.host = host
-        self._port = port
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        """The bound port once started (the real one when asked for port 0), else the requested one."""
-        return self._server.server_address[1] if self._server is not None else self._port
-
-    @property
-    def url(self) -> str:
-        host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
-
-    def start(self) -> HealthServer:
-        if self._server is not None:
-            raise RuntimeError("health server already started")
-        server = _Server((self.host, self._port), self.state, self.metrics)
-        thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="health-server", daemon=True
-        )
-        thread.start()
-        self._server, self._thread = server, thread
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._port = server.server_address[1]
-        self._server = self._thread = None
-
-    def __enter__(self) -> HealthServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()

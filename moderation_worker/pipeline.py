@@ -17,10 +17,9 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 
 import structlog
 
@@ -28,6 +27,7 @@ from moderation_worker import __version__
 from moderation_worker.cache import BoundedLRUCache
 from moderation_worker.errors import (
     ErrorCode,
+    FetchAbortedError,
     ModerationError,
     PermanentError,
     StorageUnavailableError,
@@ -46,44 +46,15 @@ from moderation_worker.events import (
     decide,
     parse_request,
 )
-from moderation_worker.fetch import Fetcher
+from moderation_worker.fetch import FetchedObject, Fetcher
 from moderation_worker.images import DecodedImage, decode_image, image_cache_key
 from moderation_worker.model.base import Scorer, ScoringRequest
+from moderation_worker.outcomes import InboundRecord, Outcome, OutcomeKind
 from moderation_worker.policies import Policy, PolicyPack
+from moderation_worker.retry import ObjectRetries
+from moderation_worker.threads import DaemonPool
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class InboundRecord:
-    """A consumed record, independent of the Kafka client's types."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
-    timestamp_ms: int | None = None
-
-
-class OutcomeKind(StrEnum):
-    RESULT = "result"
-    DEAD_LETTER = "dead_letter"
-    RETRY = "retry"
-
-
-@dataclass
-class Outcome:
-    record: InboundRecord
-    kind: OutcomeKind
-    event_id: str | None = None
-    result: ModerationResult | None = None
-    error: ModerationError | None = None
-
-    @property
-    def error_code(self) -> str | None:
-        return self.error.code.value if isinstance(self.error, PermanentError) else None
 
 
 @dataclass(frozen=True)
@@ -173,8 +144,10 @@ class Pipeline:
         verdict_cache: BoundedLRUCache[CachedVerdict],
         fetch_concurrency: int = 8,
         fetch_timeout_s: float = 120.0,
+        object_retries: ObjectRetries | None = None,
     ) -> None:
         self._fetcher = fetcher
+        self._object_retries = object_retries
         self._scorer = scorer
         self._pack = pack
         self._pack_info = PolicyPackInfo(name=pack.name, version=pack.version, hash=pack.content_hash)
@@ -182,7 +155,7 @@ class Pipeline:
         self._worker = WorkerInfo(id=worker_id, version=__version__)
         self._verdict_cache = verdict_cache
         self._fetch_timeout_s = fetch_timeout_s
-        self._pool = ThreadPoolExecutor(max_workers=fetch_concurrency, thread_name_prefix="fetch")
+        self._pool = DaemonPool(fetch_concurrency, name="fetch")
         info = scorer.info
         self._model = ModelDescription(
             id=info.model_id,
@@ -214,12 +187,28 @@ class Pipeline:
         self._score([j for j in jobs if j.alive and not j.verdict_hit])
         return [self._outcome(job) for job in jobs]
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, *, wait_s: float = 5.0) -> None:
+        """Stop the fetch pool, waiting at most ``wait_s`` for fetches still running: with deadlines
+        on every transfer (and cut on a stop) they end within that; a thread that does not (a DNS
+        lookup that hangs) is a daemon and cannot hold up the process's exit."""
+        transfers = getattr(self._fetcher, "transfers", None)
+        if transfers is not None:
+            transfers.cut_all("stopping")
+        self._pool.shutdown(wait_s=wait_s)
 
     # --- stages ------------------------------------------------------------------------------------
 
     def _parse(self, job: _Job) -> None:
+        record = job.record
+        if record.damage is not None:
+            job.error = PermanentError(
+                ErrorCode.CORRUPT_RECORD,
+                f"the Kafka client could not parse the record at {record.topic} partition "
+                f"{record.partition} offset {record.offset} ({record.damage}); what could be read of "
+                "it is copied here",
+            )
+            job.event_id = best_effort_event_id(record.value)
+            return
         try:
             job.request = parse_request(job.record.value)
             job.policies = self._pack.select(job.request.policies)
@@ -250,9 +239,10 @@ class Pipeline:
 
     def _fetch_one(self, job: _Job) -> DecodedImage | ModerationError | None:
         assert job.request is not None
+        url = job.request.image_url
         try:
             t0 = time.perf_counter()
-            fetched = self._fetcher.fetch(job.request.image_url)
+            fetched = self._fetch(url)
             t1 = time.perf_counter()
             job.timings_ms["fetch"] = _ms(t1 - t0)
             digest = hashlib.sha256(fetched.data).hexdigest()
@@ -274,6 +264,23 @@ class Pipeline:
         except Exception as exc:  # a bug or an unforeseen library error: retry, never lose the event
             log.exception("fetch_or_decode_failed_unexpectedly", event_id=job.request.event_id)
             return TransientError(f"unexpected {type(exc).__name__} while fetching or decoding: {exc}")
+
+    def _fetch(self, url: str) -> FetchedObject:
+        """The object, or the error to raise: a transient failure of this one object that keeps
+        repeating while the store serves others becomes retries_exhausted (see ObjectRetries)."""
+        retries = self._object_retries
+        try:
+            fetched = self._fetcher.fetch(url)
+        except FetchAbortedError:
+            raise  # the worker is stopping: nothing learnt about the object
+        except StorageUnavailableError as exc:
+            final = retries.failed(url, exc) if retries is not None else None
+            if final is not None:
+                raise final from exc
+            raise
+        if retries is not None:
+            retries.succeeded(url)
+        return fetched
 
     def _verdict_key(self, job: _Job) -> tuple[str, str, str]:
         return (job.image_key, self._pack_info.hash, self._model_key)

@@ -19,80 +19,36 @@ committed offset, brings those records again.
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from moderation_worker import kafka_records
+from moderation_worker.accounting import RunSummary, StopConditions, account
 from moderation_worker.cache import BoundedLRUCache
 from moderation_worker.errors import StorageUnavailableError, TransientError
-from moderation_worker.health import HealthState, WorkerMetrics
-from moderation_worker.pipeline import InboundRecord, Outcome, OutcomeKind, Pipeline, PreparedBatch
+from moderation_worker.health import HealthState
+from moderation_worker.metrics import WorkerMetrics
+from moderation_worker.offsets import (
+    commit_offsets,
+    first_offsets,
+    inbound,
+    partition_of,
+    split_at_first_retry,
+)
+from moderation_worker.outcomes import InboundRecord, Outcome
+from moderation_worker.pipeline import Pipeline, PreparedBatch
+from moderation_worker.prepare_ahead import PreparedAhead
 from moderation_worker.publish import OutcomePublisher
 from moderation_worker.retry import PartitionBackoff
+from moderation_worker.signals import StopSignal
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class StopConditions:
-    max_events: int | None = None  # final outcomes (results + dead letters), for backfills and tests
-    idle_timeout_s: float | None = None  # no records and nothing waiting to be retried for this long
-
-
-@dataclass
-class RunSummary:
-    results: int = 0
-    dead_letters: int = 0
-    retries: int = 0
-    partitions_revoked: int = 0
-    decisions: Counter = field(default_factory=Counter)
-    dead_letter_codes: Counter = field(default_factory=Counter)
-
-    @property
-    def events(self) -> int:
-        return self.results + self.dead_letters
-
-
-@dataclass
-class _Prepared:
-    """A polled batch whose ``prepare`` runs, or ran, on the background thread. Loop thread only.
-
-    ``stale`` collects the partitions rewound or revoked since the poll: their records here are no
-    longer the next ones this worker will process, so ``take`` leaves them out."""
-
-    records: list[InboundRecord]
-    polled_at: float  # perf_counter() at the poll: the 'batch' stage runs from here to the commit
-    future: Future[PreparedBatch]
-    stale: set[TopicPartition] = field(default_factory=set)
-
-    @property
-    def live_count(self) -> int:
-        return sum(1 for record in self.records if _tp(record) not in self.stale)
-
-    def mark_stale(self, partitions: Iterable[TopicPartition]) -> int:
-        """Leaves the partitions' records out from now on; returns how many that drops."""
-        before = self.live_count
-        self.stale.update(partitions)
-        return before - self.live_count
-
-    def take(self) -> PreparedBatch:
-        """Waits for the prepare, re-raising what it raised, and returns it less the stale records."""
-        prepared = self.future.result()
-        return prepared.keeping(lambda record: _tp(record) not in self.stale)
-
-    def failure(self) -> BaseException | None:
-        """What the prepare raised, once it is over (None if it succeeded or never ran)."""
-        return None if self.future.cancelled() else self.future.exception()
 
 
 class Worker:
@@ -110,10 +66,13 @@ class Worker:
         metrics: WorkerMetrics,
         health: HealthState,
         caches: Mapping[str, BoundedLRUCache] | None = None,
-        stop: StopConditions = StopConditions(),
+        stop: StopConditions | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        stop_signal: StopSignal | None = None,
     ) -> None:
+        # Records the client cannot parse must come out as records, never as a stalled poll().
+        kafka_records.install()
         self._consumer = consumer
         self._publisher = publisher
         self._pipeline = pipeline
@@ -122,16 +81,16 @@ class Worker:
         self._poll_timeout_ms = poll_timeout_ms
         self._prepare_ahead = prepare_ahead
         self._preparer: ThreadPoolExecutor | None = None  # the background thread, while run() runs
-        self._prepared: _Prepared | None = None  # the batch prepared ahead, not finished yet
+        self._prepared: PreparedAhead | None = None  # the batch prepared ahead, not finished yet
         self._backoff = backoff
         self._metrics = metrics
         self._health = health
         self._caches = dict(caches or {})
-        self._stop_conditions = stop
+        self._stop_conditions = stop or StopConditions()
         self._clock = clock
         self._sleep = sleep
         self._closing = False
-        self._stop_requested = threading.Event()
+        self._stop = stop_signal or StopSignal()
         self._attempts: dict[tuple[str, int, int], int] = {}
         self._storage_held: set[TopicPartition] = set()  # held because S3 failed, until they get through
         self._last_activity = clock()
@@ -156,7 +115,7 @@ class Worker:
             # worker holds stays bounded at two batches.
             self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare")
         try:
-            with self._signals_handled():
+            with self._stop.handling_signals():
                 while not self._should_stop():
                     self._health.beat()
                     self._release_due_partitions()
@@ -172,9 +131,8 @@ class Worker:
         """Stop taking records; the batch being finished is published and committed first, a batch
         only prepared ahead is dropped (nothing of it was published or committed).
 
-        Safe from a signal handler: it only sets an event (anything taking a lock here could
-        deadlock against the loop holding the same lock when the signal lands)."""
-        self._stop_requested.set()
+        Safe from any thread; signals go through StopSignal, which only sets the same event."""
+        self._stop.request()
 
     def _turn(self) -> None:
         """One batch start to end on this thread: poll, prepare, finish, publish, commit."""
@@ -202,10 +160,10 @@ class Worker:
         if ready is not None:
             self._complete(ready.take(), started=ready.polled_at)
 
-    def _submit(self, preparer: ThreadPoolExecutor, records: list[InboundRecord]) -> _Prepared:
+    def _submit(self, preparer: ThreadPoolExecutor, records: list[InboundRecord]) -> PreparedAhead:
         self._last_activity = self._clock()
         polled_at = time.perf_counter()
-        return _Prepared(records, polled_at, preparer.submit(self._pipeline.prepare, records))
+        return PreparedAhead(records, polled_at, preparer.submit(self._pipeline.prepare, records))
 
     def _complete(self, prepared: PreparedBatch, *, started: float) -> None:
         """Finish a prepared batch, publish its outcomes, commit, and hold what is to be retried."""
@@ -219,21 +177,23 @@ class Worker:
         records = prepared.records
         self._metrics.observe_batch(len(records))
         outcomes = self._pipeline.finish(prepared)
-        final, rewind_to = _split_at_first_retry(outcomes)
+        split = split_at_first_retry(outcomes)
         try:
             t0 = time.perf_counter()
-            self._publisher.publish(final, self._attempts)
+            self._publisher.publish(split.final, self._attempts)
             self._metrics.observe_stage("publish", time.perf_counter() - t0)
         except TransientError as exc:
             log.warning("publish_failed_rewinding_batch", error=str(exc), records=len(records))
             self._health.set_broker_connected(False)
-            self._hold_for_retry(_first_offsets(records), reason="publish")
+            for tp, offset in first_offsets(records).items():
+                self._hold_for_retry(tp, offset, reason="publish", error=str(exc))
             return
         self._health.set_broker_connected(True)
-        self._commit(records, rewind_to)
-        storage_failed = any(isinstance(o.error, StorageUnavailableError) for o in outcomes)
-        self._hold_for_retry(rewind_to, reason="storage" if storage_failed else "processing")
-        self._account(final, rewound=set(rewind_to))
+        self._commit(records, split.rewind_to)
+        for tp, retry in split.retries.items():
+            reason = "storage" if isinstance(retry.error, StorageUnavailableError) else "processing"
+            self._hold_for_retry(tp, retry.record.offset, reason=reason, error=str(retry.error))
+        self._account(split.final, rewound=set(split.retries))
         self._metrics.observe_stage("batch", time.perf_counter() - started)
         self._report_lag(records)
         for name, cache in self._caches.items():
@@ -280,7 +240,7 @@ class Worker:
             self._sleep(min(1.0, timeout_ms / 1000))
             return []
         held = self._backoff.held
-        records = [_inbound(r) for tp, batch in polled.items() if tp not in held for r in batch]
+        records = [inbound(r) for tp, batch in polled.items() if tp not in held for r in batch]
         held_back = [tp for tp in polled if tp in held]
         for tp in held_back:
             # Prefetched records of a partition that is backing off: drop them and keep its position.
@@ -305,12 +265,7 @@ class Worker:
             self._health.set_broker_connected(count > 0)
 
     def _commit(self, records: list[InboundRecord], rewind_to: dict[TopicPartition, int]) -> None:
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        first = _first_offsets(records)
-        for tp, next_offset in _next_offsets(records).items():
-            committed = rewind_to.get(tp, next_offset)
-            if committed > first[tp]:
-                offsets[tp] = OffsetAndMetadata(committed, "", -1)
+        offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in commit_offsets(records, rewind_to).items()}
         if not offsets:
             return
         t0 = time.perf_counter()
@@ -325,42 +280,42 @@ class Worker:
             log.warning("commit_failed_records_will_be_redelivered", error=repr(exc))
         self._metrics.observe_stage("commit", time.perf_counter() - t0)
 
-    def _hold_for_retry(self, rewind_to: dict[TopicPartition, int], *, reason: str) -> None:
-        """Rewind each partition to its failed record and hold it there until its backoff is over.
+    def _hold_for_retry(self, tp: TopicPartition, offset: int, *, reason: str, error: str) -> None:
+        """Rewind the partition to its failed record and hold it there until its backoff is over.
 
         Held, not ``pause()``d: kafka-python 3.0.12 parks prefetched data of a paused partition and,
         once any other partition has been consumed, never hands it back after ``resume()``, so
         the partition would stall for good. Holding keeps polling (and group membership) going
         and drops whatever is prefetched for a held partition.
         """
-        for tp, offset in rewind_to.items():
-            key = (tp.topic, tp.partition, offset)
-            self._attempts[key] = self._attempts.get(key, 0) + 1
-            delay = self._backoff.fail(tp, offset)
-            self._consumer.seek(tp, offset)
-            self.summary.retries += 1
-            self._metrics.record_retry(reason)
-            self._metrics.record_outcome("retry")
-            log.warning(
-                "partition_held_for_retry",
-                topic=tp.topic,
-                partition=tp.partition,
-                offset=offset,
-                reason=reason,
-                delay_s=round(delay, 2),
-                attempt=self._attempts[key],
-            )
+        key = (tp.topic, tp.partition, offset)
+        self._attempts[key] = self._attempts.get(key, 0) + 1
+        delay = self._backoff.fail(tp, offset)
+        self._consumer.seek(tp, offset)
+        self.summary.retries += 1
+        self._metrics.record_retry(reason)
+        self._metrics.record_outcome("retry")
+        log.warning(
+            "partition_held_for_retry",
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=offset,
+            reason=reason,
+            error=error[:500],
+            delay_s=round(delay, 2),
+            attempt=self._attempts[key],
+        )
         if reason == "storage":
-            self._storage_held.update(rewind_to)
-            self._health.set_s3_ok(not self._storage_held)
+            self._storage_held.add(tp)
+            self._health.set_s3_ok(False)
         self._metrics.set_held_partitions(len(self._backoff.held))
-        # The seeks moved these partitions back: their records in a batch prepared meanwhile will be
-        # polled again, so processing them now would publish them twice (and out of order).
-        self._drop_prepared(rewind_to, reason="rewound")
+        # The seek moved this partition back: its records in a batch prepared meanwhile will be polled
+        # again, so processing them now would publish them twice (and out of order).
+        self._drop_prepared([tp], reason="rewound")
 
     def _report_lag(self, records: list[InboundRecord]) -> None:
         # highwater() comes with every fetch response: no extra request to the broker.
-        for tp in _first_offsets(records):
+        for tp in first_offsets(records):
             highwater = self._consumer.highwater(tp)
             if highwater is not None:
                 self._metrics.set_consumer_lag(
@@ -372,59 +327,22 @@ class Worker:
             self._metrics.set_held_partitions(len(self._backoff.held))
 
     def _account(self, final: list[Outcome], *, rewound: set[TopicPartition]) -> None:
-        for tp in {TopicPartition(o.record.topic, o.record.partition) for o in final} - rewound:
+        for tp in {partition_of(o.record) for o in final} - rewound:
             self._backoff.succeed(tp)
             self._storage_held.discard(tp)  # its records went through: S3 answers for it again
         self._health.set_s3_ok(not self._storage_held)
         for outcome in final:
             record = outcome.record
             self._attempts.pop((record.topic, record.partition, record.offset), None)
-            self._log_outcome(outcome)
-            if outcome.kind is OutcomeKind.RESULT:
-                assert outcome.result is not None
-                decision = outcome.result.decision.value
-                self.summary.results += 1
-                self.summary.decisions[decision] += 1
-                self._metrics.record_outcome("result", decision=decision)
-                self._metrics.cache_lookup("verdict", outcome.result.cache.verdict)
-                if not outcome.result.cache.verdict:
-                    self._metrics.cache_lookup("feature", outcome.result.cache.feature)
-                for stage in ("fetch", "decode", "score"):
-                    if stage in outcome.result.timings_ms:
-                        self._metrics.observe_stage(stage, outcome.result.timings_ms[stage] / 1000)
-            else:
-                self.summary.dead_letters += 1
-                self.summary.dead_letter_codes[outcome.error_code] += 1
-                self._metrics.record_outcome("dead_letter", code=outcome.error_code)
-
-    def _log_outcome(self, outcome: Outcome) -> None:
-        record = outcome.record
-        fields = dict(
-            event_id=outcome.event_id, topic=record.topic, partition=record.partition, offset=record.offset
-        )
-        if outcome.result is not None:
-            result = outcome.result
-            log.info(
-                "event_moderated",
-                **fields,
-                decision=result.decision.value,
-                triggered=[p.id for p in result.policies if p.triggered],
-                latency_ms=result.timings_ms.get("total"),
-                verdict_cache_hit=result.cache.verdict,
-                feature_cache_hit=result.cache.feature,
-            )
-        else:
-            log.warning(
-                "event_dead_lettered",
-                **fields,
-                code=outcome.error_code,
-                reason=getattr(outcome.error, "message", str(outcome.error)),
-            )
+        account(self.summary, self._metrics, final)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
     def _should_stop(self) -> bool:
-        if self._stop_requested.is_set():
+        if self._stop.is_set():
+            signal_name = self._stop.take_notice()
+            if signal_name is not None:  # logged here, never in the handler (see signals.py)
+                log.info("stop_signal_received", signal=signal_name)
             self._health.set_stopping()
             return True
         conditions = self._stop_conditions
@@ -459,29 +377,6 @@ class Worker:
         self._last_activity = self._clock()  # idle time counts from joining, not from start-up
         log.info("partitions_assigned", partitions=sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
-    @contextmanager
-    def _signals_handled(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield  # signals can only be handled in the main thread; the caller uses request_stop()
-            return
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-        def on_signal(signum: int, _frame: object) -> None:
-            if self._stop_requested.is_set():
-                # A second signal: abandon the batch in hand. Nothing is committed for it, so it
-                # is reprocessed by whoever owns the partition next.
-                raise KeyboardInterrupt
-            log.info("stop_signal_received", signal=signal.Signals(signum).name)
-            self.request_stop()
-
-        for sig in previous:
-            signal.signal(sig, on_signal)
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
     def _shutdown(self) -> None:
         self._closing = True
         self._health.set_stopping()
@@ -506,7 +401,7 @@ class Worker:
             retries=self.summary.retries,
         )
 
-    def _stop_preparer(self, abandoned: _Prepared | None) -> None:
+    def _stop_preparer(self, abandoned: PreparedAhead | None) -> None:
         if self._preparer is None:
             return
         # Waits for a prepare still running: it ends within the batch's fetch budget.
@@ -527,54 +422,3 @@ class _Rebalance(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned):
         self._worker._on_assigned(set(assigned))
-
-
-def _tp(record: InboundRecord) -> TopicPartition:
-    return TopicPartition(record.topic, record.partition)
-
-
-def _inbound(record) -> InboundRecord:
-    return InboundRecord(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        headers=tuple((k, v) for k, v in (record.headers or [])),
-        timestamp_ms=record.timestamp,
-    )
-
-
-def _split_at_first_retry(outcomes: list[Outcome]) -> tuple[list[Outcome], dict[TopicPartition, int]]:
-    """Per partition, the outcomes before its first retry are final; from there it is rewound.
-
-    Later records of a rewound partition are dropped even if they succeeded, so that results for one
-    key keep their order; they are reprocessed after the backoff.
-    """
-    rewind_to: dict[TopicPartition, int] = {}
-    final: list[Outcome] = []
-    for outcome in outcomes:  # sorted by partition, then offset
-        tp = TopicPartition(outcome.record.topic, outcome.record.partition)
-        if tp in rewind_to:
-            continue
-        if outcome.kind is OutcomeKind.RETRY:
-            rewind_to[tp] = outcome.record.offset
-        else:
-            final.append(outcome)
-    return final, rewind_to
-
-
-def _first_offsets(records: list[InboundRecord]) -> dict[TopicPartition, int]:
-    first: dict[TopicPartition, int] = {}
-    for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        first[tp] = min(first.get(tp, record.offset), record.offset)
-    return first
-
-
-def _next_offsets(records: list[InboundRecord]) -> dict[TopicPartition, int]:
-    nxt: dict[TopicPartition, int] = {}
-    for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        nxt[tp] = max(nxt.get(tp, 0), record.offset + 1)
-    return nxt

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import threading
 import time
 import types
 import urllib.error
@@ -16,7 +17,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from moderation_worker.errors import ErrorCode
-from moderation_worker.health import HealthServer, HealthState, WorkerMetrics
+from moderation_worker.health import HealthState
+from moderation_worker.health_server import HealthServer
+from moderation_worker.metrics import WorkerMetrics
 
 # Ignore any proxy in the environment: these requests go to loopback.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -379,3 +382,74 @@ def test_start_fails_loudly_when_the_port_is_taken(metrics: WorkerMetrics) -> No
         second = HealthServer(HealthState(), metrics, "127.0.0.1", first.port)
         with pytest.raises(OSError):
             second.start()
+
+
+def test_idle_connections_take_no_thread_and_never_lock_probes_out(metrics: WorkerMetrics) -> None:
+    # Given a server allowing 64 connections, and 300 clients that connect and never send a request
+    state = ready_state()
+    threads_before = threading.active_count()
+    with HealthServer(state, metrics, "127.0.0.1", 0, max_connections=64, request_timeout_s=30) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(300)]
+        try:
+            # I expect probes to be answered all the while (the idle ones are displaced, oldest first),
+            # and no thread per connection
+            for _ in range(20):
+                assert get(server, "/livez")[0] == 200
+                assert get(server, "/readyz")[0] == 200
+            assert threading.active_count() <= threads_before + 2
+        finally:
+            for connection in idle:
+                connection.close()
+
+
+def test_a_connection_that_never_finishes_its_request_is_closed_after_the_timeout(
+    metrics: WorkerMetrics,
+) -> None:
+    with HealthServer(ready_state(), metrics, "127.0.0.1", 0, request_timeout_s=0.3) as server:
+        slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        try:
+            slow.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+            assert slow.recv(1024) == b""  # closed by the server, without an answer
+        finally:
+            slow.close()
+
+
+def test_many_busy_scrapers_all_get_answers_and_metrics_render_once_per_ttl(metrics: WorkerMetrics) -> None:
+    # Given 16 clients scraping /metrics and probing as fast as they can
+    renders = []
+    exposition = metrics.exposition
+
+    def counting(accept: str = ""):
+        renders.append(accept)
+        return exposition(accept)
+
+    metrics.exposition = counting  # type: ignore[method-assign]
+    failures: list[str] = []
+    answered = [0]
+    lock = threading.Lock()
+    with HealthServer(ready_state(), metrics, "127.0.0.1", 0, metrics_ttl_s=60) as server:
+        stop = threading.Event()
+
+        def scrape(n: int) -> None:
+            paths = ("/metrics", "/livez", "/readyz")
+            while not stop.is_set():
+                status = get(server, paths[n % 3])[0]
+                with lock:
+                    answered[0] += 1
+                    if status != 200:
+                        failures.append(str(status))
+                n += 1
+
+        clients = [threading.Thread(target=scrape, args=(n,)) for n in range(16)]
+        for client in clients:
+            client.start()
+        deadline = time.monotonic() + 30
+        while answered[0] < 1500 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        for client in clients:
+            client.join(timeout=30)
+
+    # I expect every request answered 200, and /metrics rendered once for all of them (the TTL)
+    assert answered[0] >= 1500 and failures == []
+    assert len(renders) == 1

@@ -4,7 +4,11 @@ topics per test, publishing, and the sample objects uploaded once."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
@@ -124,3 +128,33 @@ def outcomes(bootstrap: str, topics: Topics, *, expected: int, timeout_s: float 
 
 def dlq_headers(record) -> dict[str, str]:
     return {k: v.decode() for k, v in record.headers}
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The settings as the MODERATION_* environment a deployed worker would get."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODERATION_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, (frozenset, list)):
+            value = ",".join(sorted(value))
+        env[f"MODERATION_{name.upper()}"] = str(value)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_worker(settings: Settings, log_path: Path, *args: str) -> subprocess.Popen:
+    """``moderation-worker run`` in a subprocess, its output appended to ``log_path``."""
+    log = log_path.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "moderation_worker", "run", *args],
+        cwd=REPO,
+        env=worker_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )

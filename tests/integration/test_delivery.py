@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -13,42 +11,14 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
-from pydantic import SecretStr
 
 from moderation_worker.app import build_runtime
-from moderation_worker.config import Settings
 from moderation_worker.model.fake import FakeScorer
 from moderation_worker.readback import read_topic
-from tests.integration.conftest import outcomes, publish
+from tests.integration.conftest import outcomes, publish, start_worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    """The settings as the MODERATION_* environment a deployed worker would get."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MODERATION_")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        elif isinstance(value, (frozenset, list)):
-            value = ",".join(sorted(value))
-        env[f"MODERATION_{name.upper()}"] = str(value)
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def _start_worker(settings: Settings, log_path: Path, *args: str) -> subprocess.Popen:
-    log = log_path.open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "moderation_worker", "run", *args],
-        cwd=REPO,
-        env=_env(settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
 
 
 def _wait_for_results(
@@ -99,7 +69,7 @@ def test_a_worker_killed_mid_stream_loses_nothing(
         feature_cache_bytes=0,
         idle_timeout_s=10.0,
     )
-    first = _start_worker(settings, tmp_path / "first.log")
+    first = start_worker(settings, tmp_path / "first.log")
     try:
         seen = _wait_for_results(kafka_bootstrap, topics.results, at_least=6, timeout_s=90, worker=first)
     finally:
@@ -110,7 +80,7 @@ def test_a_worker_killed_mid_stream_loses_nothing(
     assert before < len(events), "the first worker finished before it was killed; the test proves nothing"
 
     # When a successor in the same group takes over
-    second = _start_worker(settings, tmp_path / "second.log")
+    second = start_worker(settings, tmp_path / "second.log")
     assert second.wait(timeout=180) == 0, (tmp_path / "second.log").read_text()[-3000:]
 
     # I expect every event accounted for; duplicates only from the killed worker's uncommitted batch
@@ -129,7 +99,7 @@ def test_sigterm_finishes_publishes_and_commits_so_nothing_is_redone(
     events = _events(photo_bucket, 400)
     publish(kafka_bootstrap, topics.input, events)
     settings = make_settings(batch_size=4, verdict_cache_entries=0, idle_timeout_s=10.0)
-    first = _start_worker(settings, tmp_path / "first.log", "--scorer", "fake")
+    first = start_worker(settings, tmp_path / "first.log", "--scorer", "fake")
     try:
         seen = _wait_for_results(kafka_bootstrap, topics.results, at_least=8, timeout_s=60, worker=first)
         assert seen >= 8, (tmp_path / "first.log").read_text()[-3000:]
@@ -143,7 +113,7 @@ def test_sigterm_finishes_publishes_and_commits_so_nothing_is_redone(
     done_by_first = len(read_topic(kafka_bootstrap, topics.results, idle_s=1.0))
     assert done_by_first < len(events), "the worker finished before SIGTERM; the test proves nothing"
 
-    second = _start_worker(settings, tmp_path / "second.log", "--scorer", "fake")
+    second = start_worker(settings, tmp_path / "second.log", "--scorer", "fake")
     assert second.wait(timeout=120) == 0, (tmp_path / "second.log").read_text()[-3000:]
     results, dead = outcomes(kafka_bootstrap, topics, expected=len(events))
     counts = Counter(r["event_id"] for r in results)

@@ -10,9 +10,11 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from moderation_worker.app import build_runtime
-from moderation_worker.localstack import TansuBroker, create_topics
+from moderation_worker.errors import StartupError
+from moderation_worker.localstack import TansuBroker, create_topics, free_port
 from moderation_worker.model.fake import FakeScorer
 from tests.integration.conftest import Topics, publish, worker_settings
 
@@ -50,7 +52,7 @@ def test_readiness_and_metrics_follow_the_worker_through_a_run(
     thread.start()
     try:
         deadline = time.monotonic() + 30
-        while runtime.health_server._server is None and time.monotonic() < deadline:
+        while not runtime.health_server.started and time.monotonic() < deadline:
             time.sleep(0.05)
         base = runtime.health_server.url
         assert _get(f"{base}/livez")[0] == 200
@@ -115,3 +117,54 @@ def _eventually(condition, timeout_s: float = 30.0) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+def test_the_health_server_answers_before_kafka_connects_and_says_what_start_up_waits_for(
+    kafka_bootstrap, topics, make_settings
+):
+    # Given a worker told to speak SASL to a broker that does not (it bootstraps for ever, silently)
+    port = free_port()
+    settings = make_settings(
+        health_port=port,
+        health_host="127.0.0.1",
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="PLAIN",
+        kafka_sasl_username="u",
+        kafka_sasl_password="p",
+        kafka_bootstrap_timeout_s=7.0,
+    )
+    outcome: dict[str, BaseException] = {}
+
+    def build() -> None:
+        try:
+            build_runtime(settings, scorer=FakeScorer()).close()
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    with capture_logs() as logs:
+        thread = threading.Thread(target=build, daemon=True)
+        thread.start()
+        # I expect /livez up at once and /readyz naming the phase, while the clients still connect
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                status, body = _get(f"http://127.0.0.1:{port}/readyz")
+            except OSError:
+                time.sleep(0.05)
+                continue
+            if json.loads(body).get("phase") == "connecting_to_kafka":
+                break
+            time.sleep(0.05)
+        assert json.loads(body)["phase"] == "connecting_to_kafka" and status == 503
+        assert _get(f"http://127.0.0.1:{port}/livez")[0] == 200
+        thread.join(timeout=60)
+
+    # and the logs to say what it connects to, then that it still waits, then a clear start-up error
+    events = [entry["event"] for entry in logs]
+    assert "connecting_to_kafka" in events and "still_connecting_to_kafka" in events
+    connecting = next(entry for entry in logs if entry["event"] == "connecting_to_kafka")
+    assert connecting["security_protocol"] == "SASL_PLAINTEXT"
+    assert isinstance(outcome.get("error"), StartupError)
+    assert "SASL_PLAINTEXT" in str(outcome["error"])
+    with pytest.raises(OSError):  # the health server stopped with the failed start
+        _get(f"http://127.0.0.1:{port}/livez")

@@ -1,3 +1,5 @@
+import json
+
 from moderation_worker.cli import build_parser, main, settings_from_args
 
 
@@ -29,3 +31,21 @@ def test_config_masks_secrets(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "very-secret-value" not in out and "another-secret" not in out
     assert "**********" in out
+
+
+def test_a_misspelt_variable_is_warned_about_with_the_closest_known_name(monkeypatch, capsys):
+    # Given a typo'd secret, a truncated name, and the test suite's own variables
+    monkeypatch.setenv("MODERATION_S3_SECRET", "must-never-be-printed")
+    monkeypatch.setenv("MODERATION_BATCHSIZE", "4")
+    monkeypatch.setenv("MODERATION_TEST_KAFKA_BOOTSTRAP", "127.0.0.1:1")
+
+    assert main(["config", "--log-format", "json"]) == 0
+
+    # I expect one warning per unknown name, naming the closest setting, never the value
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines() if "unknown_setting_variable" in line]
+    assert {(w["variable"], w["did_you_mean"]) for w in lines} == {
+        ("MODERATION_S3_SECRET", "MODERATION_S3_SECRET_ACCESS_KEY"),
+        ("MODERATION_BATCHSIZE", "MODERATION_BATCH_SIZE"),
+    }
+    assert "must-never-be-printed" not in err

@@ -38,6 +38,10 @@ def _stubbed(max_bytes: int = 100):
         ("s3://Bad_Bucket/key", "not a valid bucket name"),
         ("s3://bucket/key?versionId=1", "no query"),
         ("/local/path.jpg", "scheme 'none'"),
+        ("s3://bucket/tenant-a/../tenant-b/x.jpg", "'.' or '..' segments"),
+        ("s3://bucket/./x.jpg", "'.' or '..' segments"),
+        ("s3://bucket/a/%2E%2E/b.jpg", "'.' or '..' segments"),  # percent-encoded dots too
+        ("s3://bucket/a/..", "'.' or '..' segments"),
     ],
 )
 def test_urls_that_are_not_s3_bucket_keys_are_unsupported(url, fragment):
@@ -49,6 +53,24 @@ def test_urls_that_are_not_s3_bucket_keys_are_unsupported(url, fragment):
 
 def test_percent_encoded_keys_are_decoded():
     assert parse_s3_url("s3://my.bucket-1/a%20b/c.png").key == "a b/c.png"
+
+
+def test_dots_inside_a_segment_are_ordinary_key_characters():
+    assert parse_s3_url("s3://bucket/a..b/.hidden/c..png").key == "a..b/.hidden/c..png"
+
+
+@pytest.mark.parametrize(
+    "error_code", ["InvalidArgument", "InvalidRequest", "KeyTooLongError", "InvalidObjectState"]
+)
+def test_answers_that_are_this_requests_fault_are_dead_lettered_as_object_rejected(error_code):
+    fetcher, stub = _stubbed()
+    stub.add_client_error(
+        "get_object", service_error_code=error_code, http_status_code=400, service_message="no good"
+    )
+    with stub, pytest.raises(PermanentError) as caught:
+        fetcher.fetch("s3://bucket/key.png")
+    assert caught.value.code is ErrorCode.OBJECT_REJECTED
+    assert error_code in caught.value.message and "no good" in caught.value.message
 
 
 @pytest.mark.parametrize(
@@ -76,6 +98,11 @@ def test_the_events_fault_is_a_permanent_error_with_its_code(error_code, status,
         ("InvalidAccessKeyId", 403),  # the worker's own credentials: every event would fail alike
         ("SignatureDoesNotMatch", 403),
         ("ExpiredToken", 400),
+        ("AuthorizationHeaderMalformed", 400),  # the worker's region is wrong
+        ("PermanentRedirect", 301),  # the worker's endpoint is wrong
+        ("RequestTimeTooSkewed", 403),  # the worker's clock is wrong
+        ("BadRequest", 400),  # an unknown 4xx
+        ("SomethingNew", 418),
     ],
 )
 def test_infrastructure_failures_are_retried_never_dead_lettered(error_code, status):

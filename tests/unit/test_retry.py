@@ -1,6 +1,7 @@
 import random
 
-from moderation_worker.retry import PartitionBackoff
+from moderation_worker.errors import ErrorCode, RetriesExhaustedError, StorageUnavailableError
+from moderation_worker.retry import ObjectRetries, PartitionBackoff
 
 
 class _Clock:
@@ -40,3 +41,51 @@ def test_revoked_partitions_are_forgotten():
     backoff.fail("b", 2)
     backoff.forget(["a"])
     assert backoff.held == {"b": 2}
+
+
+def test_an_object_failing_while_others_succeed_is_final_at_the_bounded_attempt():
+    clock = _Clock()
+    clock.now = 100.0
+    retries = ObjectRetries(max_attempts=3, clock=clock)
+    error = StorageUnavailableError("S3 error InternalError")
+    assert retries.failed("s3://b/bad", error) is None
+    clock.now += 1
+    retries.succeeded("s3://b/good")  # the store serves another object after the first failure
+    assert retries.failed("s3://b/bad", error) is None
+    final = retries.failed("s3://b/bad", error)
+    assert isinstance(final, RetriesExhaustedError) and final.code is ErrorCode.RETRIES_EXHAUSTED
+    assert final.attempts == 3 and "failed 3 times" in final.message and "InternalError" in final.message
+
+
+def test_an_outage_is_never_final_however_many_attempts():
+    # Given nothing served since the object first failed, and a probe that finds the store down
+    probes: list[str] = []
+    retries = ObjectRetries(max_attempts=2, probe=lambda url: probes.append(url) or False, clock=_Clock())
+    for _ in range(50):
+        assert retries.failed("s3://b/x", StorageUnavailableError("unreachable")) is None
+    assert probes  # it asked
+    assert len(probes) == 1  # and asked again only after the probe interval, not on every failure
+
+
+def test_a_success_before_the_first_failure_is_no_evidence_but_a_probe_is():
+    clock = _Clock()
+    answers = [True]
+    retries = ObjectRetries(max_attempts=2, probe=lambda url: answers[0], clock=clock)
+    retries.succeeded("s3://b/old")  # before the failure: says nothing about now
+    clock.now += 1
+    assert retries.failed("s3://b/x", StorageUnavailableError("e")) is None
+    assert isinstance(retries.failed("s3://b/x", StorageUnavailableError("e")), RetriesExhaustedError)
+
+
+def test_success_of_the_object_resets_its_count_and_tracking_is_bounded():
+    clock = _Clock()
+    clock.now = 100.0
+    retries = ObjectRetries(max_attempts=2, max_tracked=3, clock=clock)
+    retries.failed("s3://b/x", StorageUnavailableError("e"))
+    retries.succeeded("s3://b/x")
+    clock.now += 1
+    retries.succeeded("s3://b/other")
+    assert retries.failed("s3://b/x", StorageUnavailableError("e")) is None  # counting starts again
+    for n in range(10):
+        retries.failed(f"s3://b/{n}", StorageUnavailableError("e"))
+    assert len(retries._failing) == 3

@@ -21,7 +21,9 @@ import moderation_worker.pipeline as pipeline_module
 from moderation_worker.cache import BoundedLRUCache
 from moderation_worker.errors import TransientError
 from moderation_worker.fetch import FetchedObject, S3Location, parse_s3_url
-from moderation_worker.health import HealthState, WorkerMetrics
+from moderation_worker.health import HealthState
+from moderation_worker.kafka_records import RecordDamage
+from moderation_worker.metrics import WorkerMetrics
 from moderation_worker.model.fake import FakeScorer
 from moderation_worker.pipeline import ImageLimits, Pipeline
 from moderation_worker.policies import Action, Calibration, Policy, PolicyPack
@@ -669,3 +671,50 @@ def test_a_verdict_cache_hit_is_served_without_decoding_the_image_again(monkeypa
     assert len(decodes) == 1 and world.scorer.images_scored == 1
     assert second["image"] == {**first["image"], "url": second["image"]["url"]}
     assert "decode" not in second["timings_ms"] and "fetch" in second["timings_ms"]
+
+
+def test_the_originals_own_dlq_headers_are_kept_renamed_so_only_the_workers_say_why():
+    # Given a bad record that already carries dlq.* headers (a replayed dead letter, or a spoof)
+    world = _world({0: [_event(0), b"{not json"]})
+    original_poll = world.consumer.poll
+
+    def poll(timeout_ms=0, max_records=None):
+        out = original_poll(timeout_ms, max_records)
+        for batch in out.values():
+            for record in batch:
+                if record.value == b"{not json":
+                    record.headers = [("dlq.error.code", b"spoofed"), ("trace", b"t"), ("dlq.attempts", None)]
+        return out
+
+    world.consumer.poll = poll
+    world.worker.run()
+    ((_key, _value, headers),) = world.producer.sent["dlq"]
+
+    # I expect one dlq.error.code, the worker's; the original's under dlq.original-header., and the rest
+    assert [v for k, v in headers if k == "dlq.error.code"] == [b"invalid_json"]
+    header = dict(headers)
+    assert header["dlq.original-header.dlq.error.code"] == b"spoofed"
+    assert header["dlq.original-header.dlq.attempts"] == b""
+    assert header["trace"] == b"t" and header["dlq.attempts"] == b"1"
+
+
+def test_a_record_the_client_could_not_parse_is_dead_lettered_as_corrupt_record_and_the_rest_flows():
+    world = _world({0: [_event(0), b'{"event_id": "mangled"}', _event(2)]})
+    original_poll = world.consumer.poll
+
+    def poll(timeout_ms=0, max_records=None):
+        out = original_poll(timeout_ms, max_records)
+        for batch in out.values():
+            for record in batch:
+                if record.offset == 1:  # as kafka_records delivers a record it could not parse
+                    record.checksum = RecordDamage("UnicodeDecodeError: invalid start byte")
+        return out
+
+    world.consumer.poll = poll
+    summary = world.worker.run()
+    assert summary.results == 2 and summary.dead_letter_codes == {"corrupt_record": 1}
+    ((_key, value, headers),) = world.producer.sent["dlq"]
+    header = {k: v.decode() for k, v in headers}
+    assert value == b'{"event_id": "mangled"}' and header["dlq.event_id"] == "mangled"
+    assert f"{TOPIC} partition 0 offset 1" in header["dlq.error.message"]
+    assert world.consumer.committed(TopicPartition(TOPIC, 0)) == 3
