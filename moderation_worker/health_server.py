@@ -77,7 +77,6 @@ class HealthServer:
         self._server: asyncio.Server | None = None
         self._thread: threading.Thread | None = None
         self._open: dict[asyncio.StreamWriter, bool] = {}  # open connection -> whether its head was read
-        self._tasks: set[asyncio.Task] = set()
         self._rendered: dict[str, tuple[float, bytes, str]] = {}  # accept header kind -> (at, body, type)
         self.refused = 0  # connections closed unread because max_connections were open
 
@@ -124,15 +123,22 @@ class HealthServer:
             return
 
         async def close() -> None:
-            server.close()
-            for writer in list(self._open):  # the connections still open, idle or trickling
-                writer.transport.abort()
-            if self._tasks:
-                await asyncio.wait(list(self._tasks), timeout=2)
-            await server.wait_closed()
+            server.close()  # no new connections
+            this = asyncio.current_task()
+            deadline = loop.time() + 2.0
+            while True:
+                for writer in list(self._open):  # the connections still open, idle or trickling
+                    writer.transport.abort()
+                pending = [task for task in asyncio.all_tasks() if task is not this]
+                if not pending or loop.time() > deadline:
+                    break
+                await asyncio.wait(pending, timeout=0.05)
+            for task in pending:  # whatever is left (a connection accepted just before the close)
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
         try:
-            asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=5)
+            asyncio.run_coroutine_threadsafe(close(), loop).result(timeout=10)
         except Exception:
             log.debug("health server did not close cleanly", exc_info=True)
         loop.call_soon_threadsafe(loop.stop)
@@ -155,9 +161,6 @@ class HealthServer:
             writer.transport.abort()
             return
         self._open[writer] = False
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
         try:
             try:
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._request_timeout_s)
@@ -179,7 +182,6 @@ class HealthServer:
             log.exception("health request failed")
         finally:
             self._open.pop(writer, None)
-            self._tasks.discard(task)
             writer.close()
 
     def _evict_oldest_idle(self) -> bool:
