@@ -112,9 +112,8 @@ def run(ctx: Context) -> SectionResult:
         result.figures[f"scrapes_{kind}_per_s"] = Figure(
             "requests/s", [run.scrapes / run.seconds for run in runs_of_kind], higher_is_better=True
         )
-        result.figures[f"scrape_{kind}_failures"] = Figure(
-            "requests", [float(run.scrape_failures) for run in runs_of_kind]
-        )
+        # A count that should be zero: recorded as information, not as a figure (figures are positive).
+        result.info[f"scrape_{kind}_failures"] = [run.scrape_failures for run in runs_of_kind]
     result.ratios["worker_over_bare_loop"] = ratio(
         result.figures, "worker_events_per_s", "bare_loop_events_per_s"
     )
@@ -128,7 +127,7 @@ def run(ctx: Context) -> SectionResult:
         if figure.samples:
             result.figures[f"worker_stage/{stage}"] = figure
     result.figures["worker_batches"] = Figure("batches", [float(run.batches) for run in measured])
-    result.info = {
+    result.info |= {
         "images": count,
         "photo_size": list(size),
         "batch_size": base.batch_size,
@@ -154,7 +153,7 @@ def run(ctx: Context) -> SectionResult:
     for kind, label in (("paced", "1 request/s each"), ("flood", "flooding")):
         ratio_text = fmt(result.ratios[f"scraped_{kind}_over_unscraped"].value) + "x"
         table.add(f"with {SCRAPERS} scrapers {label} / without", ratio_text, "", "")
-        failed = fmt(max(result.figures[f"scrape_{kind}_failures"].samples))
+        failed = fmt(max(result.info[f"scrape_{kind}_failures"]))
         answered = fmt(result.figures[f"scrapes_{kind}_per_s"].median)
         table.add(f"  scrapes answered per s, {label} (failed)", f"{answered} ({failed})", "", "")
     result.tables.append((f"median over {ctx.repeats} interleaved rounds, {count} images", table))
