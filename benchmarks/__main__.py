@@ -21,6 +21,7 @@ SECTIONS = {
     3: "worker_overhead",
     4: "overlap",
     5: "gpu",
+    6: "review_console",
 }
 
 

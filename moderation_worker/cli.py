@@ -97,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", parents=[parent], help="the whole job on an embedded local stack")
     demo.add_argument("--keep-data", action="store_true", help="keep the stack's data folder")
+    demo.add_argument(
+        "--review", action="store_true", help="then keep the stack up with the review console, until Ctrl-C"
+    )
+
+    from moderation_worker.review.cli import add_parser as add_review_parser
+
+    add_review_parser(commands, parent)
     return parser
 
 
@@ -128,7 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from moderation_worker.demo import run_demo
 
-            return run_demo(settings, keep_data=args.keep_data)
+            return run_demo(settings, keep_data=args.keep_data, review=args.review)
+        if args.command == "review":
+            from moderation_worker.review.cli import run as run_review
+
+            return run_review(args, settings)
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -141,8 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _warn_about_unknown_variables() -> None:
     import structlog
 
+    from moderation_worker.review.cli import known_variables as review_variables
+
     log = structlog.get_logger("moderation_worker.cli")
-    for name, closest in unknown_variables(os.environ):
+    for name, closest in unknown_variables(os.environ, also_known=review_variables()):
         log.warning("unknown_setting_variable", variable=name, did_you_mean=closest, note="ignored")
 
 

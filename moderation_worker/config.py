@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -233,14 +233,20 @@ class Settings(BaseSettings):
         return common
 
 
-def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+def unknown_variables(
+    environ: Mapping[str, str], *, also_known: Iterable[str] = ()
+) -> list[tuple[str, str | None]]:
     """``MODERATION_*`` variables no setting reads, each with the closest known name (or None).
 
     pydantic-settings ignores them silently, so a misspelt ``MODERATION_S3_SECRET`` would leave the
     worker on its default credentials without a word. Names compare case-insensitively, as the
-    settings read them. Only names are returned, never values (they may be secrets).
+    settings read them. Only names are returned, never values (they may be secrets). ``also_known``:
+    the full variable names other commands read (the review console's ``MODERATION_REVIEW_*``).
     """
-    known = sorted(name.upper() for name in Settings.model_fields)
+    known = sorted(
+        [name.upper() for name in Settings.model_fields]
+        + [name.upper().removeprefix(ENV_PREFIX) for name in also_known]
+    )
     unknown = []
     for name in sorted(environ):
         upper = name.upper()

@@ -37,7 +37,7 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-def run_demo(settings: Settings, *, keep_data: bool = False) -> int:
+def run_demo(settings: Settings, *, keep_data: bool = False, review: bool = False) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # the worker takes SIGTERM over while it runs
     load_policy_pack(settings.policy_pack_path())  # a bad pack stops the demo before it starts anything
     data_dir = Path(tempfile.mkdtemp(prefix="moderation-demo-"))
@@ -73,6 +73,10 @@ def run_demo(settings: Settings, *, keep_data: bool = False) -> int:
             if missing:
                 print(f"MISSING events: {sorted(missing)}")
                 return 1
+            if review:
+                from moderation_worker.review.demo import serve_console
+
+                return serve_console(demo_settings.model_copy(update={"max_events": None}), data_dir)
             return 0
     finally:
         print("Stopped the embedded stack.")

@@ -97,24 +97,43 @@ class HealthServer:
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def start(self) -> HealthServer:
+        """Bind and serve from the server's own thread; an error binding (a port taken) is raised here."""
         if self._server is not None:
             raise RuntimeError("health server already started")
         loop = asyncio.new_event_loop()
-        try:
+        bound = threading.Event()
+        failure: list[BaseException] = []
+
+        async def bind() -> asyncio.Server:
             family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-            server = loop.run_until_complete(
-                asyncio.start_server(
-                    self._serve, self.host, self._port, family=family, backlog=self._backlog,
-                    reuse_address=True, limit=_MAX_HEAD_BYTES,
-                )
+            return await asyncio.start_server(
+                self._serve, self.host, self._port, family=family, backlog=self._backlog,
+                reuse_address=True, limit=_MAX_HEAD_BYTES,
             )  # fmt: skip
-        except BaseException:
-            loop.close()
-            raise
-        self._loop, self._server = loop, server
+
+        def run() -> None:
+            # The loop runs on this thread only: the caller's thread may run an event loop of its own.
+            asyncio.set_event_loop(loop)
+            try:
+                self._server = loop.run_until_complete(bind())
+            except BaseException as exc:
+                failure.append(exc)
+                bound.set()
+                loop.close()
+                return
+            bound.set()
+            loop.run_forever()
+
+        thread = threading.Thread(target=run, name="health-server", daemon=True)
+        thread.start()
+        bound.wait(timeout=30)
+        if failure:
+            thread.join(timeout=5)
+            raise failure[0]
+        if self._server is None:
+            raise RuntimeError("the health server did not bind within 30 s")
+        self._loop, self._thread = loop, thread
         self._port = self.port
-        self._thread = threading.Thread(target=loop.run_forever, name="health-server", daemon=True)
-        self._thread.start()
         return self
 
     def stop(self) -> None:

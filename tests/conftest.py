@@ -29,6 +29,8 @@ from botocore.exceptions import ClientError
 
 from moderation_worker.localstack import S3Endpoint, SeaweedS3, TansuBroker, create_bucket, create_topics
 
+pytest_plugins = ["tests.browser"]  # the ``browser`` fixture: Debian's chromium driven by Playwright
+
 KAFKA_BOOTSTRAP_ENV = "MODERATION_TEST_KAFKA_BOOTSTRAP"
 KAFKA_REAL_ENV = "MODERATION_TEST_KAFKA_REAL"
 S3_ENDPOINT_ENV = "MODERATION_TEST_S3_ENDPOINT"

@@ -102,12 +102,38 @@ def created_topics(services: dict[str, dict[str, Any]]) -> dict[str, int]:
 
 
 def test_every_moderation_variable_in_either_file_is_a_real_setting() -> None:
+    from moderation_worker.review.settings import REVIEW_ENV_PREFIX, ReviewSettings
+
+    console_fields = {REVIEW_ENV_PREFIX + name.upper() for name in ReviewSettings.model_fields}
     for path in (COMPOSE, CPU_OVERRIDE):
         for name, service in load(path)["services"].items():
             for key in service.get("environment") or {}:
                 if key.startswith("MODERATION_"):
                     field = key.removeprefix("MODERATION_").lower()
-                    assert field in SETTINGS_FIELDS, f"{path.name}: {name}: {key} is no setting"
+                    known = field in SETTINGS_FIELDS or (name == "console" and key in console_fields)
+                    assert known, f"{path.name}: {name}: {key} is no setting"
+
+
+def test_the_console_accepts_the_environment_compose_gives_it(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moderation_worker.review.settings import ReviewSettings
+
+    for key in [k for k in os.environ if k.startswith("MODERATION_")]:
+        monkeypatch.delenv(key)
+    console = services["console"]
+    for key, value in console["environment"].items():
+        if key.startswith("MODERATION_"):
+            monkeypatch.setenv(key, re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value)))
+    review, settings = ReviewSettings(), Settings()
+    assert (
+        review.database_url.startswith("postgresql+psycopg://review:")
+        and "@postgres:5432/review" in review.database_url
+    )
+    assert (review.host, review.port) == ("0.0.0.0", 8090) and console["command"] == ["review"]
+    assert settings.kafka_bootstrap_servers == "kafka:19092"
+    assert "moderation.decisions" in created_topics(services)
+    assert console["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
 def test_the_worker_accepts_the_environment_compose_gives_it(
@@ -180,7 +206,8 @@ def test_the_init_job_creates_exactly_the_topics_the_worker_uses(
     services: dict[str, dict[str, Any]], worker_env: dict[str, str]
 ) -> None:
     topics = created_topics(services)
-    assert set(topics) == {setting(worker_env, field) for field in TOPIC_SETTINGS}
+    # the worker's four, and the console's decisions topic
+    assert set(topics) == {setting(worker_env, field) for field in TOPIC_SETTINGS} | {"moderation.decisions"}
     assert topics[setting(worker_env, "input_topic")] > 1, "several partitions, for several workers"
     assert "--if-not-exists" in "\n".join(services["kafka-init"]["command"])
 
@@ -348,4 +375,13 @@ def test_docker_compose_merges_the_cpu_override_as_intended() -> None:
     assert worker["environment"]["MODERATION_DEVICE"] == "cpu"
     assert worker["environment"]["MODERATION_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:19092"
     assert worker["ports"][0]["target"] == 8080
-    assert set(services) == {"kafka", "minio", "kafka-init", "minio-init", "worker", "kafka-ui"}
+    assert set(services) == {
+        "kafka",
+        "minio",
+        "kafka-init",
+        "minio-init",
+        "worker",
+        "postgres",
+        "console",
+        "kafka-ui",
+    }

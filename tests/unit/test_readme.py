@@ -17,6 +17,12 @@ def test_the_readme_settings_table_matches_the_settings():
     assert _between(README.read_text(), "settings-table") == settings_markdown()
 
 
+def test_the_readme_console_settings_table_matches_the_console_settings():
+    from moderation_worker.review.cli import settings_markdown as console_settings_markdown
+
+    assert _between(README.read_text(), "review-settings-table") == console_settings_markdown()
+
+
 def test_ci_runs_the_readme_test_command():
     readme = README.read_text()
     assert "make test " in readme and "make demo " in readme
@@ -31,5 +37,10 @@ def test_the_make_targets_the_readme_names_exist():
 
 def test_every_subcommand_the_readme_shows_exists():
     parser = build_parser()
-    for command in (["run"], ["check", "x.jpg"], ["policies", "validate"], ["config"], ["demo"]):
+    for command in (
+        ["run"], ["check", "x.jpg"], ["policies", "validate"], ["config"], ["demo"], ["demo", "--review"],
+        ["review"], ["review", "ingest"], ["review", "web"], ["review", "migrate"],
+        ["review", "users", "add", "x", "--role", "lead"],
+        ["review", "export-labels"], ["review", "export-audit"],
+    ):  # fmt: skip
         parser.parse_args(command)  # exits non-zero (fails the test) on an unknown command
