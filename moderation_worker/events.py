@@ -147,6 +147,12 @@ def decide(verdicts: list[PolicyVerdict]) -> Decision:
 
 def parse_request(value: bytes | None) -> ModerationRequest:
     """Parse a record value, or raise PermanentError(invalid_json | invalid_event) saying what is wrong."""
+    return validate_request(read_document(value))
+
+
+def read_document(value: bytes | None, *, what: str = "record value") -> object:
+    """A record value (or an HTTP body) as JSON, or PermanentError(invalid_json) saying what is wrong:
+    not UTF-8, not JSON, a key twice, nested too deep."""
     if value is None:
         raise PermanentError(
             ErrorCode.INVALID_JSON, "record has no value (a tombstone?); expected a JSON object"
@@ -154,21 +160,26 @@ def parse_request(value: bytes | None) -> ModerationRequest:
     try:
         document = json.loads(value, object_pairs_hook=_object_without_duplicate_keys)
     except UnicodeDecodeError as exc:
-        raise PermanentError(ErrorCode.INVALID_JSON, f"record value is not UTF-8: {exc.reason}") from exc
+        raise PermanentError(ErrorCode.INVALID_JSON, f"{what} is not UTF-8: {exc.reason}") from exc
     except json.JSONDecodeError as exc:
         raise PermanentError(
             ErrorCode.INVALID_JSON,
-            f"record value is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            f"{what} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
         ) from exc
     except _DuplicateKeyError as exc:
         raise PermanentError(ErrorCode.INVALID_JSON, str(exc)) from exc
     except (ValueError, RecursionError) as exc:  # numbers too long to convert, nesting too deep
-        raise PermanentError(ErrorCode.INVALID_JSON, f"record value cannot be read as JSON: {exc}") from exc
+        raise PermanentError(ErrorCode.INVALID_JSON, f"{what} cannot be read as JSON: {exc}") from exc
     if _nesting_depth(document) > MAX_JSON_DEPTH:
         raise PermanentError(
             ErrorCode.INVALID_JSON,
-            f"record value nests objects and arrays more than {MAX_JSON_DEPTH} deep (the limit)",
+            f"{what} nests objects and arrays more than {MAX_JSON_DEPTH} deep (the limit)",
         )
+    return document
+
+
+def validate_request(document: object) -> ModerationRequest:
+    """A JSON document as a request, or PermanentError(invalid_event) naming the field."""
     if not isinstance(document, dict):
         raise PermanentError(
             ErrorCode.INVALID_EVENT, f"expected a JSON object, got {type(document).__name__}"

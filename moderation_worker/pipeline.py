@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import wait
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import structlog
 
@@ -35,15 +34,12 @@ from moderation_worker.errors import (
 )
 from moderation_worker.events import (
     CacheHits,
-    ImageInfo,
     ModelDescription,
     ModerationRequest,
     ModerationResult,
     PolicyPackInfo,
-    PolicyVerdict,
     WorkerInfo,
     best_effort_event_id,
-    decide,
     parse_request,
 )
 from moderation_worker.fetch import FetchedObject, Fetcher
@@ -53,6 +49,7 @@ from moderation_worker.outcomes import InboundRecord, Outcome, OutcomeKind
 from moderation_worker.policies import Policy, PolicyPack
 from moderation_worker.retry import ObjectRetries
 from moderation_worker.threads import DaemonPool
+from moderation_worker.verdicts import build_result
 
 log = structlog.get_logger(__name__)
 
@@ -239,31 +236,53 @@ class Pipeline:
 
     def _fetch_one(self, job: _Job) -> DecodedImage | ModerationError | None:
         assert job.request is not None
-        url = job.request.image_url
         try:
             t0 = time.perf_counter()
-            fetched = self._fetch(url)
-            t1 = time.perf_counter()
-            job.timings_ms["fetch"] = _ms(t1 - t0)
-            digest = hashlib.sha256(fetched.data).hexdigest()
-            job.cache_key = image_cache_key(digest, self._limits.max_edge)
-            # A repeat of bytes that decoded and scored before: no decode (the cache is thread-safe).
-            if self._use_cached_verdict(job):
-                return None
-            image = decode_image(
-                fetched.data,
-                max_edge=self._limits.max_edge,
-                max_pixels=self._limits.max_pixels,
-                allowed_formats=self._limits.allowed_formats,
-                sha256=digest,
-            )
-            job.timings_ms["decode"] = _ms(time.perf_counter() - t1)
-            return image
+            fetched = self._fetch(job.request.image_url)
+            job.timings_ms["fetch"] = _ms(time.perf_counter() - t0)
+            return self._decode(job, fetched.data)
         except ModerationError as exc:
             return exc
         except Exception as exc:  # a bug or an unforeseen library error: retry, never lose the event
             log.exception("fetch_or_decode_failed_unexpectedly", event_id=job.request.event_id)
             return TransientError(f"unexpected {type(exc).__name__} while fetching or decoding: {exc}")
+
+    def _decode(self, job: _Job, data: bytes) -> DecodedImage | None:
+        """Decode fetched bytes; None when a verdict of the same bytes is cached (nothing decoded)."""
+        t1 = time.perf_counter()
+        digest = hashlib.sha256(data).hexdigest()
+        job.cache_key = image_cache_key(digest, self._limits.max_edge)
+        # A repeat of bytes that decoded and scored before: no decode (the cache is thread-safe).
+        if self._use_cached_verdict(job):
+            return None
+        image = decode_image(
+            data,
+            max_edge=self._limits.max_edge,
+            max_pixels=self._limits.max_pixels,
+            allowed_formats=self._limits.allowed_formats,
+            sha256=digest,
+        )
+        job.timings_ms["decode"] = _ms(time.perf_counter() - t1)
+        return image
+
+    def prepare_fetched(
+        self, request: ModerationRequest, data: bytes, *, fetch_ms: float = 0.0
+    ) -> PreparedBatch:
+        """One request whose image bytes the caller already has (the HTTP API's sources), prepared as
+        ``prepare`` prepares a record: its policies selected, its bytes decoded or served from the
+        verdict cache. ``finish`` takes it like any batch. Raises PermanentError for a bad request."""
+        job = _Job(record=InboundRecord(topic="api", partition=0, offset=0, key=None, value=None),
+                   started=time.perf_counter(), event_id=request.event_id, request=request)  # fmt: skip
+        job.policies = self._pack.select(request.policies)
+        job.timings_ms["fetch"] = fetch_ms
+        decoded = self._decode(job, data)
+        if decoded is not None:
+            job.image, job.facts = decoded, ImageFacts.of(decoded)
+        return PreparedBatch((job,))
+
+    @property
+    def pack(self) -> PolicyPack:
+        return self._pack
 
     def _fetch(self, url: str) -> FetchedObject:
         """The object, or the error to raise: a transient failure of this one object that keeps
@@ -370,46 +389,15 @@ class Pipeline:
 
     def _build_result(self, job: _Job) -> ModerationResult:
         assert job.request is not None and job.facts is not None
-        verdicts = []
-        for policy in job.policies:
-            score = job.scores[policy.id]
-            confidence = policy.calibration.apply(score)
-            verdicts.append(
-                PolicyVerdict(
-                    id=policy.id,
-                    version=policy.version,
-                    score=score,
-                    confidence=confidence,
-                    threshold=policy.threshold,
-                    triggered=confidence >= policy.threshold,
-                    action=policy.action,
-                    severity=policy.severity,
-                )
-            )
-        request, image = job.request, job.facts
-        return ModerationResult(
-            event_id=request.event_id,
-            content_id=request.content_id,
-            tenant=request.tenant,
-            source=request.source,
-            submitted_at=request.submitted_at,
-            metadata=request.metadata,
-            decision=decide(verdicts),
-            image=ImageInfo(
-                url=request.image_url,
-                sha256=image.sha256,
-                width=image.width,
-                height=image.height,
-                format=image.format,
-                byte_size=image.byte_size,
-            ),
-            policies=verdicts,
-            policy_pack=self._pack_info,
+        return build_result(
+            job.request,
+            job.facts,
+            [(policy, job.scores[policy.id]) for policy in job.policies],
+            pack=self._pack_info,
             model=self._model,
-            cache=CacheHits(verdict=job.verdict_hit, feature=job.feature_hit),
-            timings_ms={k: round(v, 3) for k, v in job.timings_ms.items()},
             worker=self._worker,
-            processed_at=datetime.now(UTC),
+            cache=CacheHits(verdict=job.verdict_hit, feature=job.feature_hit),
+            timings_ms=job.timings_ms,
         )
 
 

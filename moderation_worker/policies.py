@@ -22,6 +22,14 @@ from moderation_worker.events import Action
 
 _ID_PATTERN = r"^[a-z][a-z0-9_]{1,63}$"
 
+# OpenAI's moderation categories: a policy may name the one it answers for, so the HTTP API's
+# OpenAI-compatible endpoint fills them (moderation_worker.api.openai_schema).
+OPENAI_CATEGORIES = (
+    "harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent",
+    "self-harm", "self-harm/intent", "self-harm/instructions", "sexual", "sexual/minors", "violence",
+    "violence/graphic",
+)  # fmt: skip
+
 
 class Calibration(BaseModel):
     """Platt scaling of the model's log-odds: confidence = sigmoid(scale * logit(score) + bias).
@@ -56,6 +64,16 @@ class Policy(BaseModel):
     action: Action
     severity: str = Field(pattern=r"^(low|medium|high|critical)$")
     calibration: Calibration = Calibration()
+    openai_category: str | None = Field(
+        None, description="The OpenAI moderation category this policy answers for, if any."
+    )
+
+    @field_validator("openai_category")
+    @classmethod
+    def _known_category(cls, value: str | None) -> str | None:
+        if value is not None and value not in OPENAI_CATEGORIES:
+            raise ValueError(f"openai_category must be one of {', '.join(OPENAI_CATEGORIES)}")
+        return value
 
     @field_validator("question")
     @classmethod
