@@ -101,9 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--review", action="store_true", help="then keep the stack up with the review console, until Ctrl-C"
     )
 
+    from moderation_worker.api.cli import add_parser as add_api_parser
     from moderation_worker.review.cli import add_parser as add_review_parser
 
     add_review_parser(commands, parent)
+    add_api_parser(commands, parent)
     return parser
 
 
@@ -140,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from moderation_worker.review.cli import run as run_review
 
             return run_review(args, settings)
+        if args.command == "serve":
+            from moderation_worker.api.cli import run as run_api
+
+            return run_api(args, settings)
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -152,10 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _warn_about_unknown_variables() -> None:
     import structlog
 
+    from moderation_worker.api.cli import known_variables as api_variables
     from moderation_worker.review.cli import known_variables as review_variables
 
     log = structlog.get_logger("moderation_worker.cli")
-    for name, closest in unknown_variables(os.environ, also_known=review_variables()):
+    for name, closest in unknown_variables(os.environ, also_known=[*review_variables(), *api_variables()]):
         log.warning("unknown_setting_variable", variable=name, did_you_mean=closest, note="ignored")
 
 

@@ -102,15 +102,19 @@ def created_topics(services: dict[str, dict[str, Any]]) -> dict[str, int]:
 
 
 def test_every_moderation_variable_in_either_file_is_a_real_setting() -> None:
+    from moderation_worker.api.settings import API_ENV_PREFIX, ApiSettings
     from moderation_worker.review.settings import REVIEW_ENV_PREFIX, ReviewSettings
 
-    console_fields = {REVIEW_ENV_PREFIX + name.upper() for name in ReviewSettings.model_fields}
+    own_fields = {
+        "console": {REVIEW_ENV_PREFIX + name.upper() for name in ReviewSettings.model_fields},
+        "api": {API_ENV_PREFIX + name.upper() for name in ApiSettings.model_fields},
+    }
     for path in (COMPOSE, CPU_OVERRIDE):
         for name, service in load(path)["services"].items():
             for key in service.get("environment") or {}:
                 if key.startswith("MODERATION_"):
                     field = key.removeprefix("MODERATION_").lower()
-                    known = field in SETTINGS_FIELDS or (name == "console" and key in console_fields)
+                    known = field in SETTINGS_FIELDS or key in own_fields.get(name, ())
                     assert known, f"{path.name}: {name}: {key} is no setting"
 
 
@@ -134,6 +138,33 @@ def test_the_console_accepts_the_environment_compose_gives_it(
     assert settings.kafka_bootstrap_servers == "kafka:19092"
     assert "moderation.decisions" in created_topics(services)
     assert console["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_the_api_accepts_the_environment_compose_gives_it_and_runs_serve_on_its_port(
+    services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moderation_worker.api.settings import ApiSettings
+    from moderation_worker.probe import url_for
+
+    for key in [k for k in os.environ if k.startswith("MODERATION_")]:
+        monkeypatch.delenv(key)
+    api = services["api"]
+    cpu_env = load(CPU_OVERRIDE)["services"]["api"]["environment"]
+    environment = {key: resolve(value) for key, value in {**api["environment"], **cpu_env}.items()
+                   if value is not None}  # fmt: skip
+    for key, value in environment.items():
+        if key.startswith("MODERATION_"):
+            monkeypatch.setenv(key, value)
+    api_settings, settings = ApiSettings(), Settings()
+    assert api["command"] == ["serve"] and api["profiles"] == ["api"]
+    assert (api_settings.host, api_settings.port) == ("0.0.0.0", 8000)
+    assert api_settings.publish_flagged and settings.review_topic == "moderation.review"
+    assert api["ports"] == [f"127.0.0.1:{api_settings.port}:{api_settings.port}"]  # host loopback only
+    # the image's probe, on this command line and environment, asks the API's own /livez
+    assert api["healthcheck"]["test"] == ["CMD", "python", "-m", "moderation_worker.probe"]
+    argv = ["/usr/bin/tini", "--", "moderation-worker", *api["command"]]
+    assert url_for(argv[3:], environment) == "http://127.0.0.1:8000/livez"
+    assert settings.device == "cpu"
 
 
 def test_the_worker_accepts_the_environment_compose_gives_it(
@@ -265,8 +296,8 @@ def test_the_health_port_agrees_across_setting_ports_healthcheck_and_image(
     probe = worker["healthcheck"]["test"]
     assert probe[0] == "CMD"
     assert f"http://127.0.0.1:{port}/livez" in probe[-1]
-    exposed = [i.args for i in parse_dockerfile(DOCKERFILES["gpu"]).final("EXPOSE")]
-    assert exposed == [str(port)]
+    exposed = " ".join(i.args for i in parse_dockerfile(DOCKERFILES["gpu"]).final("EXPOSE")).split()
+    assert exposed[0] == str(port)
     assert worker["healthcheck"]["start_period"] == "10m"
 
 
@@ -290,9 +321,9 @@ def test_the_cpu_override_swaps_the_image_and_drops_the_gpu_reservation() -> Non
     assert re.search(r"^    deploy: !reset \{\}$", text, re.MULTILINE)
 
 
-def test_kafka_ui_is_opt_in_under_a_profile(services: dict[str, dict[str, Any]]) -> None:
-    assert services["kafka-ui"]["profiles"] == ["ui"]
-    assert all("profiles" not in s for name, s in services.items() if name != "kafka-ui")
+def test_kafka_ui_and_the_api_are_opt_in_under_profiles(services: dict[str, dict[str, Any]]) -> None:
+    assert services["kafka-ui"]["profiles"] == ["ui"] and services["api"]["profiles"] == ["api"]
+    assert all("profiles" not in s for name, s in services.items() if name not in ("kafka-ui", "api"))
 
 
 def test_images_are_pinned_to_exact_versions(services: dict[str, dict[str, Any]]) -> None:

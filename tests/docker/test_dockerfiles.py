@@ -237,27 +237,32 @@ def test_entrypoint_and_cmd_are_exec_form_with_tini_first(dockerfile: Dockerfile
     assert stopsignal.args == "SIGTERM"
 
 
-def test_healthcheck_probes_livez_on_the_exposed_health_port(dockerfile: Dockerfile) -> None:
+def test_healthcheck_probes_livez_on_the_port_of_the_command_the_container_runs(
+    dockerfile: Dockerfile,
+) -> None:
+    from moderation_worker.api.settings import ApiSettings
+    from moderation_worker.probe import PORTS
+    from moderation_worker.review.settings import ReviewSettings
+
     (healthcheck,) = dockerfile.final("HEALTHCHECK")
     options, _, command = healthcheck.args.partition(" CMD ")
     assert "--start-period=" in options
-    probe = exec_form(command)
-    assert probe[:2] == ["python", "-c"]
-    assert "/livez" in probe[2]
-    assert "MODERATION_HEALTH_PORT" in probe[2]
-
+    assert exec_form(command) == ["python", "-m", "moderation_worker.probe"]
+    # The probe's ports are the settings' defaults, and the image exposes each one it may run.
+    defaults = {
+        "run": Settings.model_fields["health_port"].default,
+        "serve": ApiSettings.model_fields["port"].default,
+        "review": ReviewSettings.model_fields["port"].default,
+    }
+    assert {name: default for name, (_, _, default) in PORTS.items()} == defaults
     env = dockerfile.final_env()
-    port = int(env["MODERATION_HEALTH_PORT"])
-    assert port == Settings.model_fields["health_port"].default
+    assert int(env["MODERATION_HEALTH_PORT"]) == defaults["run"]
     exposed = " ".join(i.args for i in dockerfile.final("EXPOSE")).split()
-    assert exposed[0] == str(port)
     if dockerfile.path.name == "Dockerfile.cpu":  # it runs the review console too
-        from moderation_worker.review.settings import ReviewSettings
-
-        assert exposed[1:] == [str(ReviewSettings.model_fields["port"].default)]
+        assert exposed == [str(defaults[c]) for c in ("run", "serve", "review")]
     else:
-        assert exposed == [str(port)]
-    assert env["MODERATION_HEALTH_HOST"] == "0.0.0.0"
+        assert exposed == [str(defaults[c]) for c in ("run", "serve")]
+    assert env["MODERATION_HEALTH_HOST"] == "0.0.0.0" and env["MODERATION_API_HOST"] == "0.0.0.0"
 
 
 def test_no_secret_is_set_in_env_or_arg(dockerfile: Dockerfile) -> None:
@@ -274,13 +279,18 @@ def test_every_moderation_variable_is_a_real_setting_with_a_valid_value(
 ) -> None:
     env = {k: v for k, v in dockerfile.final_env().items() if k.startswith("MODERATION_")}
     assert env
+    from moderation_worker.api.settings import ApiSettings
+
+    api_fields = {"API_" + name.upper() for name in ApiSettings.model_fields}
     for key in env:
-        assert key.removeprefix("MODERATION_").lower() in SETTINGS_FIELDS, f"{key} is no setting"
+        name = key.removeprefix("MODERATION_")
+        assert name.lower() in SETTINGS_FIELDS or name in api_fields, f"{key} is no setting"
     for key in [k for k in os.environ if k.startswith("MODERATION_")]:
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     Settings()  # raises on a value the worker would refuse
+    ApiSettings()  # or the API
 
 
 def test_the_policy_pack_resolves_inside_the_image(dockerfile: Dockerfile) -> None:

@@ -54,7 +54,7 @@ def _requirements(*extras: str) -> list[Requirement]:
 
 @pytest.mark.parametrize(
     ("lock", "extras"),
-    [("requirements/dev.txt", ("local", "test")), ("requirements/runtime.txt", ("review",))],
+    [("requirements/dev.txt", ("local", "test")), ("requirements/runtime.txt", ("review", "api"))],
 )
 def test_every_requirement_is_locked_at_a_version_its_range_admits(lock, extras):
     pins = _pins(REPO / lock)

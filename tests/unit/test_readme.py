@@ -23,6 +23,12 @@ def test_the_readme_console_settings_table_matches_the_console_settings():
     assert _between(README.read_text(), "review-settings-table") == console_settings_markdown()
 
 
+def test_the_readme_api_settings_table_matches_the_api_settings():
+    from moderation_worker.api.cli import settings_markdown as api_settings_markdown
+
+    assert _between(README.read_text(), "api-settings-table") == api_settings_markdown()
+
+
 def test_ci_runs_the_readme_test_command():
     readme = README.read_text()
     assert "make test " in readme and "make demo " in readme
@@ -42,5 +48,6 @@ def test_every_subcommand_the_readme_shows_exists():
         ["review"], ["review", "ingest"], ["review", "web"], ["review", "migrate"],
         ["review", "users", "add", "x", "--role", "lead"],
         ["review", "export-labels"], ["review", "export-audit"],
+        ["serve"], ["serve", "--scorer", "fake"], ["serve", "--new-key", "upload-service"],
     ):  # fmt: skip
         parser.parse_args(command)  # exits non-zero (fails the test) on an unknown command
