@@ -22,6 +22,7 @@ SECTIONS = {
     4: "overlap",
     5: "gpu",
     6: "review_console",
+    7: "api_load",
 }
 
 
