@@ -103,9 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from moderation_worker.api.cli import add_parser as add_api_parser
     from moderation_worker.review.cli import add_parser as add_review_parser
+    from moderation_worker.sample_feed import add_parser as add_samples_parser
+    from moderation_worker.topics import add_parser as add_topics_parser
 
     add_review_parser(commands, parent)
     add_api_parser(commands, parent)
+    add_topics_parser(commands, parent)
+    add_samples_parser(commands, parent)
     return parser
 
 
@@ -146,6 +150,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from moderation_worker.api.cli import run as run_api
 
             return run_api(args, settings)
+        if args.command == "topics":
+            from moderation_worker.topics import run as run_topics
+
+            return run_topics(settings, args)
+        if args.command == "samples":
+            from moderation_worker.sample_feed import run as run_samples
+
+            return run_samples(settings, args)
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_serializer, field_validator
+from pydantic import Field, SecretStr, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "MODERATION_"
@@ -42,8 +42,10 @@ class Settings(BaseSettings):
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
     )
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
-        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with SASL_*."
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "AWS_MSK_IAM"] | None = Field(
+        None,
+        description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 with SASL_*; AWS_MSK_IAM (MSK's IAM auth, with"
+        " SASL_SSL) signs with the instance's AWS credentials and takes no user name or password.",
     )
     kafka_sasl_username: str | None = Field(None, description="SASL user name.")
     kafka_sasl_password: SecretStr | None = Field(None, description="SASL password (secret; never logged).")
@@ -207,6 +209,13 @@ class Settings(BaseSettings):
     def _sorted_formats(self, value: frozenset[str]) -> list[str]:
         return sorted(value)
 
+    @model_validator(mode="after")
+    def _iam_needs_tls(self) -> Settings:
+        # kafka-python only finds this out when the first connection is made, long after start-up.
+        if self.kafka_sasl_mechanism == "AWS_MSK_IAM" and self.kafka_security_protocol != "SASL_SSL":
+            raise ValueError("kafka_sasl_mechanism AWS_MSK_IAM needs kafka_security_protocol SASL_SSL")
+        return self
+
     def policy_pack_path(self) -> Path:
         """The pack file: a relative path is looked up in the current folder, then in the checkout the
         package runs from (so a development install works from any folder)."""
@@ -223,7 +232,9 @@ class Settings(BaseSettings):
             "client_id": f"moderation-worker-{self.worker_id}",
             "bootstrap_timeout_ms": int(self.kafka_bootstrap_timeout_s * 1000),
         }
-        if self.kafka_sasl_mechanism:
+        if self.kafka_sasl_mechanism == "AWS_MSK_IAM":
+            common["sasl_mechanism"] = self.kafka_sasl_mechanism
+        elif self.kafka_sasl_mechanism:
             common["sasl_mechanism"] = self.kafka_sasl_mechanism
             common["sasl_plain_username"] = self.kafka_sasl_username
             if self.kafka_sasl_password is not None:

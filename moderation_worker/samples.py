@@ -76,3 +76,27 @@ def unsupported_format_image() -> bytes:
 
 def not_an_image() -> bytes:
     return b"%PDF-1.7\n% this is a PDF, not an image\n1 0 obj << /Type /Catalog >> endobj\n"
+
+
+def synthetic_photos(count: int = 6, *, size: tuple[int, int] = (640, 480)) -> dict[str, bytes]:
+    """Deterministic JPEG and PNG images drawn with Pillow (gradients and shapes), for where the
+    real photos of scikit-image are not installed (the container images)."""
+    from PIL import ImageDraw
+
+    width, height = size
+    photos: dict[str, bytes] = {}
+    for index in range(count):
+        red = Image.linear_gradient("L").resize(size)
+        green = Image.radial_gradient("L").resize(size).rotate(30 * index)
+        blue = red.rotate(90 * (index % 4)).resize(size)
+        image = Image.merge("RGB", (red, green, blue))
+        draw = ImageDraw.Draw(image)
+        for shape in range(3 + index):
+            left, top = (37 * (shape + index)) % width, (53 * (shape + 2 * index)) % height
+            box = (left, top, min(width, left + 40 + 17 * shape), min(height, top + 30 + 11 * shape))
+            draw.ellipse(box, fill=((60 * shape) % 256, (90 * index) % 256, 180))
+        buffer = io.BytesIO()
+        kind = "PNG" if index % 2 else "JPEG"
+        image.save(buffer, format=kind, **({} if kind == "PNG" else {"quality": 88}))
+        photos[f"synthetic-{index}.{kind.lower().replace('jpeg', 'jpg')}"] = buffer.getvalue()
+    return photos

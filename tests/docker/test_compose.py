@@ -243,19 +243,65 @@ def test_the_init_job_creates_exactly_the_topics_the_worker_uses(
     assert "--if-not-exists" in "\n".join(services["kafka-init"]["command"])
 
 
-def test_the_worker_reads_s3_from_the_minio_service_with_its_credentials(
+def test_every_client_reads_s3_from_the_s3_service_with_the_identity_it_is_configured_with(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]], worker_env: dict[str, str]
+) -> None:
+    s3 = services["s3"]
+    assert s3["image"].startswith("chrislusf/seaweedfs:")  # MinIO's community images are gone
+    assert "127.0.0.1:9000:9000" in s3["ports"] and "-s3.port=9000" in s3["command"]
+    assert setting(worker_env, "s3_endpoint_url") == "http://s3:9000"
+    (mounted,) = s3["configs"]
+    assert f"-s3.config={mounted['target']}" in s3["command"]
+    identities = json.loads(resolve(compose["configs"][mounted["source"]]["content"]))
+    (credentials,) = identities["identities"][0]["credentials"]
+    for name in ("worker", "api", "console", "samples"):
+        env = {key: resolve(value) for key, value in services[name]["environment"].items()}
+        assert env["MODERATION_S3_ENDPOINT_URL"] == "http://s3:9000", name
+        assert env["MODERATION_S3_ACCESS_KEY_ID"] == credentials["accessKey"], name
+        assert env["MODERATION_S3_SECRET_ACCESS_KEY"] == credentials["secretKey"], name
+    # the SeaweedFS image is Alpine's: busybox wget answers the health check
+    assert s3["healthcheck"]["test"][:2] == ["CMD", "wget"] and "/healthz" in s3["healthcheck"]["test"][-1]
+
+
+def test_the_sample_feeder_publishes_to_the_worker_and_the_printer_follows_its_outputs(
     services: dict[str, dict[str, Any]], worker_env: dict[str, str]
 ) -> None:
-    minio = services["minio"]
-    raw_worker_env = services["worker"]["environment"]
-    assert setting(worker_env, "s3_endpoint_url") == "http://minio:9000"
-    assert "127.0.0.1:9000:9000" in minio["ports"]
-    assert raw_worker_env["MODERATION_S3_ACCESS_KEY_ID"] == minio["environment"]["MINIO_ROOT_USER"]
-    assert raw_worker_env["MODERATION_S3_SECRET_ACCESS_KEY"] == minio["environment"]["MINIO_ROOT_PASSWORD"]
-    assert services["minio-init"]["environment"]["MINIO_ROOT_USER"] == minio["environment"]["MINIO_ROOT_USER"]
-    script = "\n".join(services["minio-init"]["command"])
-    assert "http://minio:9000" in script
-    assert "mc mb --ignore-existing" in script
+    feeder, printer = services["samples"], services["results"]
+    assert feeder["command"][:2] == ["samples", "publish"] and feeder["restart"] == "no"
+    assert printer["command"][:2] == ["samples", "follow"]
+    assert feeder["environment"]["MODERATION_INPUT_TOPIC"] == setting(worker_env, "input_topic")
+    assert printer["environment"]["MODERATION_RESULTS_TOPIC"] == setting(worker_env, "results_topic")
+    assert printer["environment"]["MODERATION_DLQ_TOPIC"] == setting(worker_env, "dlq_topic")
+    for service in (feeder, printer):
+        assert service["depends_on"]["kafka-init"]["condition"] == "service_completed_successfully"
+        assert (COMPOSE.parent / service["build"]["context"] / service["build"]["dockerfile"]).resolve() == (
+            DOCKERFILES["cpu"]
+        )
+    # and the commands exist, with these arguments
+    from moderation_worker.cli import build_parser
+
+    for service in (feeder, printer):
+        build_parser().parse_args([resolve(word) for word in service["command"]])
+
+
+def test_the_gpu_worker_may_download_its_model_on_the_first_start(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # HF_HUB_OFFLINE=1 over an empty volume makes the worker exit 2 and restart forever.
+    for name in ("worker", "api"):
+        assert resolve(services[name]["environment"]["HF_HUB_OFFLINE"]) == "0", name
+
+
+def test_the_cpu_override_scores_with_the_fake_scorer_unless_asked(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    from moderation_worker.cli import build_parser
+
+    override = load(CPU_OVERRIDE)["services"]
+    for name, command in (("worker", "run"), ("api", "serve")):
+        words = [resolve(word) for word in override[name]["command"]]
+        assert words[0] == command
+        assert build_parser().parse_args(words).scorer == "fake", name
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -269,14 +315,11 @@ def test_the_worker_starts_after_healthy_services_and_finished_init_jobs(
     conditions = {name: dep["condition"] for name, dep in services["worker"]["depends_on"].items()}
     assert conditions == {
         "kafka": "service_healthy",
-        "minio": "service_healthy",
+        "s3": "service_healthy",
         "kafka-init": "service_completed_successfully",
-        "minio-init": "service_completed_successfully",
     }
     assert services["kafka-init"]["depends_on"]["kafka"]["condition"] == "service_healthy"
-    assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
-    for init in ("kafka-init", "minio-init"):
-        assert services[init]["restart"] == "no"
+    assert services["kafka-init"]["restart"] == "no"
 
 
 def test_every_service_waited_on_as_healthy_has_a_healthcheck(services: dict[str, dict[str, Any]]) -> None:
@@ -293,9 +336,10 @@ def test_the_health_port_agrees_across_setting_ports_healthcheck_and_image(
     port = int(setting(worker_env, "health_port"))
     published = [str(p).rsplit(":", 1)[1] for p in worker["ports"]]
     assert published == [str(port)]
-    probe = worker["healthcheck"]["test"]
-    assert probe[0] == "CMD"
-    assert f"http://127.0.0.1:{port}/livez" in probe[-1]
+    from moderation_worker.probe import url_for
+
+    assert worker["healthcheck"]["test"] == ["CMD", "python", "-m", "moderation_worker.probe"]
+    assert url_for(["run"], worker_env) == f"http://127.0.0.1:{port}/livez"
     exposed = " ".join(i.args for i in parse_dockerfile(DOCKERFILES["gpu"]).final("EXPOSE")).split()
     assert exposed[0] == str(port)
     assert worker["healthcheck"]["start_period"] == "10m"
@@ -408,9 +452,10 @@ def test_docker_compose_merges_the_cpu_override_as_intended() -> None:
     assert worker["ports"][0]["target"] == 8080
     assert set(services) == {
         "kafka",
-        "minio",
+        "s3",
         "kafka-init",
-        "minio-init",
+        "samples",
+        "results",
         "worker",
         "postgres",
         "console",

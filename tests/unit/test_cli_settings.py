@@ -49,3 +49,17 @@ def test_a_misspelt_variable_is_warned_about_with_the_closest_known_name(monkeyp
         ("MODERATION_BATCHSIZE", "MODERATION_BATCH_SIZE"),
     }
     assert "must-never-be-printed" not in err
+
+
+def test_msk_iam_auth_takes_no_password_and_needs_tls():
+    from kafka.net.sasl import get_sasl_mechanism
+
+    settings = settings_from_args(
+        build_parser().parse_args(
+            ["run", "--kafka-security-protocol", "SASL_SSL", "--kafka-sasl-mechanism", "AWS_MSK_IAM"]
+        )
+    )
+    common = settings.kafka_common()
+    assert common["sasl_mechanism"] == "AWS_MSK_IAM" and get_sasl_mechanism("AWS_MSK_IAM") is not None
+    assert "sasl_plain_username" not in common and "sasl_plain_password" not in common
+    assert main(["run", "--kafka-sasl-mechanism", "AWS_MSK_IAM"]) == 2  # PLAINTEXT: refused at start

@@ -95,4 +95,4 @@ def test_the_images_install_the_torch_that_setup_and_ci_install():
     for dockerfile in ("docker/Dockerfile.gpu", "docker/Dockerfile.cpu"):
         text = (REPO / dockerfile).read_text()
         assert f"ARG TORCH_VERSION={version}\n" in text, dockerfile
-        assert "--require-hashes --no-deps -r requirements/runtime.txt" in text, dockerfile
+        assert "--require-hashes --no-deps -r /tmp/requirements/runtime.txt" in text, dockerfile
