@@ -16,7 +16,9 @@ skip with a reason where those are absent: not every machine has them.
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import gzip
 import hashlib
 import json
 import os
@@ -134,7 +136,7 @@ def test_validate(rel: Path, tf_copy: Path, initialized: dict[Path, dict[str, st
     TERRAFORM is not None and _terraform_version() < (1, 7),
     reason="terraform test with mock_provider needs terraform >= 1.7",
 )
-@pytest.mark.parametrize("test_file", ["module.tftest.hcl", "validation.tftest.hcl"])
+@pytest.mark.parametrize("test_file", ["module.tftest.hcl", "fleet.tftest.hcl", "validation.tftest.hcl"])
 def test_terraform_test(test_file: str, tf_copy: Path, initialized: dict[Path, dict[str, str]]) -> None:
     out = _run(
         [TERRAFORM, "test", "-no-color", f"-filter=tests/{test_file}"],
@@ -144,57 +146,241 @@ def test_terraform_test(test_file: str, tf_copy: Path, initialized: dict[Path, d
     assert re.search(r"Success! \d+ passed, 0 failed", out), out
 
 
-# Template variables of templates/user-data.sh.tftpl, as main.tf passes them (two variants).
-_USER_DATA_VARIANTS = {
-    "ecr_sasl": {
-        "container_name": "moderation-worker",
-        "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/moderation-worker:1.4.2",
-        "command_args": "'run'",
-        "env_lines": ["HF_HOME=/models/hf", "MODERATION_GROUP_ID=moderation-worker", "MODERATION_MODEL_ID=m"],
-        "sasl_password_parameter": "/moderation/kafka-password",
-        "ecr_registry": "123456789012.dkr.ecr.us-east-1.amazonaws.com",
-        "ecr_region": "us-east-1",
-        "health_port": 8080,
-        "stop_timeout": 180,
-        "mount_hf_cache": True,
-        "hf_cache_host_path": "/var/lib/moderation-worker/huggingface",
-        "hf_cache_container_path": "/models/hf",
-        "container_uid": 10001,
-        "log_group": "/moderation-worker/moderation-worker",
-        "asg_name": "moderation-worker",
-        "drain_hook_name": "moderation-worker-drain",
+# The boot submodule (modules/moderation-workers/modules/boot) renders the user data and every file
+# it installs from one `config` object, with no provider: it is applied on its own here, with the
+# config main.tf builds in three shapes.
+BOOT_MODULE = TF_ROOT / MODULE / "modules" / "boot"
+_BOOT_BASE: dict[str, object] = {
+    "name": "moderation-worker",
+    "region": "us-east-1",
+    "asg_name": "moderation-worker",
+    "launch_hook_name": "moderation-worker-launch",
+    "drain_hook_name": "moderation-worker-drain",
+    "container_name": "moderation-worker",
+    "image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/moderation-worker:1.4.2",
+    "command_args": ["run"],
+    "env": {
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "HF_HOME": "/models/hf",
+        "HF_HUB_OFFLINE": "1",
+        "MODERATION_GROUP_ID": "moderation-worker",
+        "MODERATION_KAFKA_SASL_MECHANISM": "AWS_MSK_IAM",
+        "MODERATION_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "MODERATION_MODEL_ID": "/models/weights",
+        "MODERATION_MODEL_LOCAL_FILES_ONLY": "true",
+        "MODERATION_MODEL_REVISION": "0123456789abcdef0123456789abcdef01234567",
+    },
+    "health_port": 8080,
+    "stop_timeout": 180,
+    "spot_drain_seconds": 90,
+    "ecr_registry": "123456789012.dkr.ecr.us-east-1.amazonaws.com",
+    "ecr_region": "us-east-1",
+    "kafka_password_parameter": "",
+    "hf_token_parameter": "",
+    "weights_source": "s3",
+    "weights_s3_uri": "s3://acme-models/zai-org/GLM-4.6V-Flash/0123456789abcdef0123456789abcdef01234567/",
+    "weights_host_path": "/var/lib/moderation-worker/weights",
+    "weights_container_path": "/models/weights",
+    "hf_cache_host_path": "/var/lib/moderation-worker/huggingface",
+    "hf_cache_container_path": "/models/hf",
+    "container_uid": 10001,
+    "watchdog_interval": 30,
+    "watchdog_failures": 5,
+    "watchdog_grace_seconds": 600,
+    "launch_deadline_seconds": 1740,
+    "topics": ["moderation.requests", "moderation.results", "moderation.dlq", "moderation.review"],
+    "topic_partitions": 12,
+    "topic_replication_factor": 3,
+    "topic_retention_ms": 604800000,
+    "log_group": "/moderation-worker/moderation-worker",
+    "metrics_log_group": "/moderation-worker/moderation-worker/metrics",
+    "metrics_namespace": "ModerationWorker",
+}
+_BOOT_VARIANTS: dict[str, dict[str, object]] = {
+    # The default shape: ECR image, created MSK (IAM, topics), weights from S3.
+    "ecr_msk_s3": _BOOT_BASE,
+    # An existing SCRAM cluster, a public image, Hub weights with a token: both secrets from SSM.
+    "sasl_hub_token": {
+        **_BOOT_BASE,
+        "image": "ghcr.io/acme/moderation-worker:1.4.2",
+        "ecr_registry": "",
+        "ecr_region": "",
+        "kafka_password_parameter": "/moderation/kafka-password",
+        "hf_token_parameter": "/moderation/hf-token",
+        "weights_source": "hub",
+        "weights_s3_uri": "",
+        "topics": [],
+    },
+    # Weights baked into the image, more container arguments.
+    "baked_weights": {
+        **_BOOT_BASE,
+        "weights_source": "image",
+        "weights_s3_uri": "",
+        "topics": [],
+        "command_args": ["run", "--max-events=1000"],
     },
 }
-_USER_DATA_VARIANTS["public_image"] = {
-    **_USER_DATA_VARIANTS["ecr_sasl"],
-    "image": "ghcr.io/acme/moderation-worker:1.4.2",
-    "sasl_password_parameter": "",
-    "ecr_registry": "",
-    "ecr_region": "",
-    "mount_hf_cache": False,
-}
+
+
+@pytest.fixture(scope="module")
+def boot_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, object]]:
+    """The boot submodule's outputs per variant (terraform apply of a provider-less root)."""
+    if TERRAFORM is None:
+        pytest.skip("terraform CLI not on PATH (not every machine has it)")
+    rendered: dict[str, dict[str, object]] = {}
+    for variant, config in _BOOT_VARIANTS.items():
+        root = tmp_path_factory.mktemp(f"boot-{variant}")
+        (root / "config.json").write_text(json.dumps(config))
+        (root / "main.tf").write_text(
+            f'module "boot" {{\n  source = {json.dumps(str(BOOT_MODULE))}\n'
+            '  config = jsondecode(file("${path.module}/config.json"))\n}\n'
+            'output "script" { value = module.boot.script }\n'
+            'output "user_data_base64" { value = module.boot.user_data_base64 }\n'
+            'output "files" { value = module.boot.files }\n'
+        )
+        env = _tf_env(root / ".tfdata")
+        _run([TERRAFORM, "init", "-input=false", "-no-color"], cwd=root, env=env)
+        _run([TERRAFORM, "apply", "-auto-approve", "-input=false", "-no-color"], cwd=root, env=env)
+        outputs = json.loads(_run([TERRAFORM, "output", "-json"], cwd=root, env=env))
+        rendered[variant] = {name: value["value"] for name, value in outputs.items()}
+    return rendered
+
+
+NODE = "/usr/local/sbin/moderation-worker-node"
+
+
+def _user_data_proper(script: str) -> str:
+    """The user data without the bodies of the files it installs."""
+    return re.sub(r"<<'WORKER_FILE_EOF'\n.*?\nWORKER_FILE_EOF\n", "", script, flags=re.DOTALL)
 
 
 @needs_terraform
-@pytest.mark.parametrize("variant", sorted(_USER_DATA_VARIANTS))
-def test_rendered_user_data_is_valid_bash(variant: str, tmp_path: Path) -> None:
-    """Render the template with terraform itself (no provider needed); `bash -n` and shellcheck it."""
-    template = TF_ROOT / MODULE / "templates" / "user-data.sh.tftpl"
-    (tmp_path / "render.tf").write_text(
-        f'output "user_data" {{\n  value = templatefile({json.dumps(str(template))}, '
-        f"jsondecode({json.dumps(json.dumps(_USER_DATA_VARIANTS[variant]))}))\n}}\n"
+@pytest.mark.parametrize("variant", sorted(_BOOT_VARIANTS))
+def test_rendered_boot_scripts_are_valid_bash(variant: str, boot_outputs: dict, tmp_path: Path) -> None:
+    """`bash -n` and shellcheck on the user data and on every script it installs."""
+    out = boot_outputs[variant]
+    scripts = {"user-data.sh": out["script"]}
+    scripts.update(
+        {
+            Path(path).name: f["content"] + "\n"
+            for path, f in out["files"].items()
+            if f["content"].startswith("#!/bin/bash")
+        }
     )
-    env = _tf_env(tmp_path / ".tfdata")
-    _run([TERRAFORM, "init", "-input=false", "-no-color"], cwd=tmp_path, env=env)
-    _run([TERRAFORM, "apply", "-auto-approve", "-input=false", "-no-color"], cwd=tmp_path, env=env)
-    rendered = _run([TERRAFORM, "output", "-raw", "user_data"], cwd=tmp_path, env=env)
-    script = tmp_path / "user-data.sh"
-    script.write_text(rendered)
-    _run(["bash", "-n", str(script)], cwd=tmp_path)
-    _run([str(_tool("shellcheck")), "--shell=bash", "--severity=style", str(script)], cwd=tmp_path)
-    assert rendered.startswith("#!/bin/bash\n")
-    assert "--gpus all" in rendered
-    assert ("docker login" in rendered) == (variant == "ecr_sasl")
+    assert set(scripts) == {"user-data.sh", Path(NODE).name}
+    for name, text in scripts.items():
+        script = tmp_path / name
+        script.write_text(text)
+        _run(["bash", "-n", str(script)], cwd=tmp_path)
+        _run([str(_tool("shellcheck")), "--shell=bash", "--severity=style", str(script)], cwd=tmp_path)
+        assert text.startswith("#!/bin/bash\n")
+        assert "set -x" not in text and "xtrace" not in text, f"{name}: tracing would log secrets"
+    node = out["files"][NODE]["content"]
+    assert ("docker login" in node) == bool(_BOOT_VARIANTS[variant]["ecr_registry"])
+    assert ("topics ensure" in node) == bool(_BOOT_VARIANTS[variant]["topics"])
+
+
+@needs_terraform
+@pytest.mark.parametrize("variant", sorted(_BOOT_VARIANTS))
+def test_user_data_fits_the_ec2_limit(variant: str, boot_outputs: dict) -> None:
+    """EC2 takes at most 16 KB of user data: the launch template carries the script gzip-compressed."""
+    out = boot_outputs[variant]
+    encoded = out["user_data_base64"]
+    assert len(encoded) <= 16384, f"{len(encoded)} bytes of base64 user data"
+    raw = gzip.decompress(base64.b64decode(encoded))
+    assert raw.decode() == out["script"], "the launch template must carry exactly the rendered script"
+
+
+@needs_terraform
+@pytest.mark.parametrize("variant", sorted(_BOOT_VARIANTS))
+def test_every_aws_call_is_retried(variant: str, boot_outputs: dict) -> None:
+    """Each `aws` invocation in the instance scripts runs under the bounded retry with backoff."""
+    out = boot_outputs[variant]
+    node = out["files"][NODE]["content"]
+    assert re.search(r"^retry\(\) \{\n  local attempts=\$1 n=1 delay=2$", node, flags=re.MULTILINE)
+    assert "delay=$((delay * 2 > 60 ? 60 : delay * 2))" in node
+    calls = [line.strip() for line in node.splitlines() if re.search(r"(^|[\s(|;&])aws\s", line)]
+    assert calls, "no aws calls found"
+    for line in calls:
+        if line.startswith("#") or line.startswith("log "):
+            continue
+        retried = re.search(r"\bretry \d+ aws\b", line)
+        # ecr_login is a pipeline: the function as a whole is retried.
+        ecr_login = line.startswith("ecr_login() {") and "retry 5 ecr_login" in node
+        assert retried or ecr_login, f"an aws call without retry: {line}"
+    proper = _user_data_proper(out["script"])
+    assert len(proper) < len(out["script"]) / 2, "the file bodies were not recognised"
+    assert not re.search(r"(^|[\s(])aws\s", proper), "user data itself calls no AWS API"
+    for api in re.findall(r"\baws(?:c| --region \S+)? (\w+ [\w-]+)", node):
+        assert api.split()[0] in {"autoscaling", "ssm", "s3", "ecr"}, api
+
+
+@needs_terraform
+def test_secrets_never_reach_user_data_or_logs(boot_outputs: dict) -> None:
+    """The Hub token and the Kafka password: SSM -> tmpfs env file, never user data, never echoed."""
+    out = boot_outputs["sasl_hub_token"]
+    node = out["files"][NODE]["content"]
+    assert "append_secret HF_TOKEN '/moderation/hf-token' \"$tmp\"" in node
+    assert "append_secret MODERATION_KAFKA_SASL_PASSWORD '/moderation/kafka-password' \"$tmp\"" in node
+    assert 'printf \'%s=%s\\n\' "$1" "$value" >>"$3"' in node
+    assert "ENV_FILE=/run/moderation-worker/worker.env" in node, "the env file with secrets lives on tmpfs"
+    proper = _user_data_proper(out["script"])
+    assert "HF_TOKEN" not in proper and "SASL_PASSWORD" not in proper
+    for line in node.splitlines():
+        if "$value" in line or "$secret" in line:
+            assert not re.search(r"\b(echo|log)\b", line), f"a secret may be printed: {line}"
+
+
+@needs_terraform
+def test_worker_unit_and_timers(boot_outputs: dict) -> None:
+    """systemd owns the container (Restart=always, --rm, stale container removed), timers poll."""
+    files = boot_outputs["ecr_msk_s3"]["files"]
+    unit = files["/etc/systemd/system/moderation-worker.service"]["content"]
+    exec_start = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.startswith("ExecStart=/usr/bin/docker run --rm --name moderation-worker --gpus all ")
+    assert "--restart" not in exec_start and "--detach" not in exec_start
+    assert "--volume '/var/lib/moderation-worker/weights:/models/weights:ro'" in exec_start
+    for line in (
+        "Restart=always",
+        "ExecStartPre=-/usr/bin/docker rm -f moderation-worker",
+        "WantedBy=multi-user.target",
+    ):
+        assert line in unit.splitlines()
+    assert (
+        "OnUnitActiveSec=5"
+        in files["/etc/systemd/system/moderation-worker-watch.timer"]["content"].splitlines()
+    )
+    assert (
+        "OnUnitActiveSec=30"
+        in files["/etc/systemd/system/moderation-worker-watchdog.timer"]["content"].splitlines()
+    )
+    for variant, out in boot_outputs.items():
+        assert "docker update" not in out["script"] and "--restart" not in out["script"], variant
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not on PATH")
+@needs_terraform
+def test_systemd_units_parse(boot_outputs: dict, tmp_path: Path) -> None:
+    """`systemd-analyze verify`: no unknown section, key or bad setting (missing binaries are fine here)."""
+    units = []
+    for path, f in boot_outputs["ecr_msk_s3"]["files"].items():
+        if path.startswith("/etc/systemd/system/"):
+            unit = tmp_path / Path(path).name
+            unit.write_text(f["content"] + "\n")
+            units.append(str(unit))
+    proc = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *units],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    bad = [
+        line
+        for line in (proc.stdout + proc.stderr).splitlines()
+        if re.search(r"Unknown (section|key)|bad unit file setting|Failed to parse|Invalid|Refusing", line)
+    ]
+    assert not bad, "\n".join(bad)
 
 
 # --- checkov --------------------------------------------------------------------------------------
@@ -255,10 +441,10 @@ def test_checkov(tf_copy: Path) -> None:
 
 
 def _module_sources() -> str:
-    return (
-        "\n".join(p.read_text() for p in sorted((TF_ROOT / MODULE).glob("*.tf")))
-        + (TF_ROOT / MODULE / "templates" / "user-data.sh.tftpl").read_text()
-    )
+    """The module's own .tf files, then the boot submodule and its templates."""
+    own = sorted((TF_ROOT / MODULE).glob("*.tf"))
+    boot = sorted(BOOT_MODULE.glob("*.tf")) + sorted((BOOT_MODULE / "templates").glob("*.tftpl"))
+    return "\n".join(p.read_text() for p in own + boot)
 
 
 def test_worker_env_names_are_worker_settings() -> None:
@@ -271,9 +457,40 @@ def test_worker_env_names_are_worker_settings() -> None:
     assert used <= fields, f"not worker settings: {sorted(used - fields)}"
 
 
+def test_worker_accepts_what_the_module_sets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python side of the contract: MSK IAM settings, local weights, and `topics ensure` flags."""
+    config = pytest.importorskip("moderation_worker.config", reason="the worker package is not importable")
+    cli = pytest.importorskip("moderation_worker.cli", reason="the worker package is not importable")
+    for name in [n for n in os.environ if n.startswith(config.ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    # What main.tf writes for a created MSK cluster and S3 weights (see _BOOT_BASE["env"]).
+    for name, value in _BOOT_BASE["env"].items():
+        monkeypatch.setenv(name, str(value))
+    settings = config.Settings()
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert settings.kafka_sasl_mechanism == "AWS_MSK_IAM"
+    assert settings.model_local_files_only is True
+    args = cli.build_parser().parse_args(
+        [
+            "topics",
+            "ensure",
+            "--partitions",
+            "12",
+            "--replication-factor",
+            "3",
+            "--retention-ms",
+            "604800000",
+            "moderation.requests",
+            "moderation.results",
+        ]
+    )
+    assert (args.partitions, args.replication_factor, args.retention_ms) == (12, 3, 604800000)
+    assert list(args.names) == ["moderation.requests", "moderation.results"]
+
+
 def test_readme_documents_every_input_and_output() -> None:
     readme = (TF_ROOT / MODULE / "README.md").read_text()
-    sources = _module_sources()
+    sources = "\n".join(p.read_text() for p in sorted((TF_ROOT / MODULE).glob("*.tf")))
     names = re.findall(r'^(?:variable|output) "([a-z0-9_]+)"', sources, flags=re.MULTILINE)
     assert names
     missing = [n for n in names if f"`{n}`" not in readme]

@@ -4,8 +4,13 @@ output "autoscaling_group_name" {
 }
 
 output "kafka_bootstrap_servers" {
-  description = "TLS bootstrap brokers of the created MSK cluster (give them to the upload services too)."
+  description = "IAM bootstrap brokers of the created MSK cluster (SASL_SSL, AWS_MSK_IAM; give them to the upload services too)."
   value       = module.moderation_workers.kafka_bootstrap_servers
+}
+
+output "kafka_topic_arns" {
+  description = "MSK IAM ARNs of the four topics, for the policies of the other Kafka clients."
+  value       = module.moderation_workers.kafka_topic_arns
 }
 
 output "images_bucket" {
@@ -14,6 +19,6 @@ output "images_bucket" {
 }
 
 output "alarm_arns" {
-  description = "Consumer-lag and DLQ alarms."
+  description = "Consumer-lag, time-lag, DLQ, results-heartbeat and start-from-zero alarms."
   value       = module.moderation_workers.alarm_arns
 }

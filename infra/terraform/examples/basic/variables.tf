@@ -21,13 +21,24 @@ variable "vpc_cidr" {
 }
 
 variable "private_subnet_ids" {
-  description = "Two or three private subnets in distinct AZs, with a NAT gateway or VPC endpoints."
+  description = "Three private subnets in distinct AZs (the MSK brokers need three), with a NAT gateway or VPC endpoints."
   type        = list(string)
 }
 
 variable "worker_image" {
   description = "Worker image pinned by tag or digest, e.g. 123456789012.dkr.ecr.us-east-1.amazonaws.com/moderation-worker:1.0.0."
   type        = string
+}
+
+variable "model_revision" {
+  description = "Hub commit (40 hex digits) of the model whose weights the workers load."
+  type        = string
+}
+
+variable "weights_s3_uri" {
+  description = "S3 folder with the weights at model_revision, e.g. s3://acme-models/zai-org/GLM-4.6V-Flash/<revision>/; null downloads from the Hub."
+  type        = string
+  default     = null
 }
 
 variable "images_bucket_name" {

@@ -1,4 +1,6 @@
-# Alarms: consumer lag too high for too long, and messages arriving in the dead-letter topic.
+# Alarms: consumer lag too high for too long (messages and, on MSK, time), messages arriving in
+# the dead-letter topic, and a heartbeat on the verdicts the fleet produces. lag_while_empty
+# (scaling.tf) is a scaling trigger, not a page.
 
 locals {
   alarm_actions = var.alarm_sns_topic_arn == null ? [] : [var.alarm_sns_topic_arn]
@@ -62,4 +64,76 @@ resource "aws_cloudwatch_metric_alarm" "dlq_rate" {
   alarm_actions      = local.alarm_actions
   ok_actions         = local.alarm_actions
   tags               = local.common_tags
+}
+
+# Time lag: the oldest unconsumed message is too old, whatever the message count.
+resource "aws_cloudwatch_metric_alarm" "time_lag_high" {
+  count = local.lag_from_msk ? 1 : 0
+
+  alarm_name          = "${var.name}-consumer-time-lag-high"
+  alarm_description   = "Consumer group ${var.group_id} is more than ${var.time_lag_alarm_seconds} s behind on ${var.input_topic} for ${var.time_lag_alarm_minutes} minutes."
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.time_lag_alarm_seconds
+  evaluation_periods  = var.time_lag_alarm_minutes
+  datapoints_to_alarm = var.time_lag_alarm_minutes
+  period              = 60
+  statistic           = "Maximum"
+  namespace           = "AWS/Kafka"
+  metric_name         = "EstimatedMaxTimeLag"
+  dimensions          = local.lag_metric.dimensions
+  # Like the offset lag: no data during a rebalance.
+  treat_missing_data = "missing"
+  alarm_actions      = local.alarm_actions
+  ok_actions         = local.alarm_actions
+  tags               = local.common_tags
+}
+
+# Heartbeat: verdicts per minute from the whole fleet (the agent's scrape of /metrics,
+# moderation_events_total{outcome="result"}). It fires when there is lag but no verdict, and when
+# the data stops altogether (no agent, no lag metric: treat_missing_data = breaching). An idle
+# fleet with no lag reports 1 and stays OK.
+resource "aws_cloudwatch_metric_alarm" "results_heartbeat" {
+  alarm_name          = "${var.name}-results-heartbeat"
+  alarm_description   = "No verdicts from ${var.name} for ${var.heartbeat_alarm_minutes} minutes while ${var.input_topic} has lag, or no metrics at all: the workers are down, stuck or not shipping metrics."
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  evaluation_periods  = var.heartbeat_alarm_minutes
+  datapoints_to_alarm = var.heartbeat_alarm_minutes
+  treat_missing_data  = "breaching"
+  alarm_actions       = local.alarm_actions
+  ok_actions          = local.alarm_actions
+  tags                = local.common_tags
+
+  metric_query {
+    id          = "results"
+    return_data = false
+
+    metric {
+      namespace   = var.metrics_namespace
+      metric_name = "moderation_events_total"
+      dimensions  = { Fleet = var.name, outcome = "result" }
+      stat        = "Sum"
+      period      = 60
+    }
+  }
+
+  metric_query {
+    id          = "lag"
+    return_data = false
+
+    metric {
+      namespace   = local.lag_metric.namespace
+      metric_name = local.lag_metric.metric_name
+      dimensions  = local.lag_metric.dimensions
+      stat        = "Maximum"
+      period      = 60
+    }
+  }
+
+  metric_query {
+    id          = "heartbeat"
+    label       = "Verdicts per minute while there is lag"
+    expression  = "IF(FILL(lag, 0) > 0, FILL(results, 0), 1)"
+    return_data = true
+  }
 }

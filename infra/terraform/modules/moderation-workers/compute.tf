@@ -1,5 +1,6 @@
-# The worker fleet: a launch template (GPU AMI, IMDSv2, encrypted gp3 root, user data running the
-# container with the GPU) and an Auto Scaling group that rolls out new template versions.
+# The worker fleet: a launch template (GPU AMI, IMDSv2, encrypted gp3 root, gzip user data that
+# installs the worker's systemd units) and an Auto Scaling group that mixes on-demand and spot,
+# holds new instances until the worker is ready and rolls out new template versions safely.
 
 resource "aws_cloudwatch_log_group" "workers" {
   #checkov:skip=CKV_AWS_338:Operational worker logs; retention is a variable (default 90 days). Verdicts, the audit record, are persisted downstream from the results topic, not in these logs.
@@ -10,14 +11,27 @@ resource "aws_cloudwatch_log_group" "workers" {
   tags              = local.common_tags
 }
 
+# The CloudWatch agent writes the scraped /metrics here as embedded metric format (EMF) events,
+# from which CloudWatch extracts the metrics.
+resource "aws_cloudwatch_log_group" "metrics" {
+  #checkov:skip=CKV_AWS_338:Metric events only (the metrics themselves live in CloudWatch Metrics); retention is a variable.
+  #checkov:skip=CKV_AWS_158:CloudWatch Logs always encrypts at rest; a customer managed key is optional (log_kms_key_arn).
+  name              = "/moderation-worker/${var.name}/metrics"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.log_kms_key_arn
+  tags              = local.common_tags
+}
+
 resource "aws_launch_template" "workers" {
   name_prefix            = "${var.name}-"
-  description            = "Moderation worker on ${var.instance_type}; image ${var.container_image}"
+  description            = "Moderation worker on ${join("/", local.instance_types)}; image ${var.container_image}"
   image_id               = local.ami_id
   instance_type          = var.instance_type
   ebs_optimized          = true
   update_default_version = true
-  user_data              = base64encode(local.user_data)
+  # gzip: the script with its units is above EC2's 16 KB user-data limit in plain text; cloud-init
+  # detects and unpacks gzip.
+  user_data = module.boot.user_data_base64
 
   iam_instance_profile {
     arn = aws_iam_instance_profile.workers.arn
@@ -77,53 +91,110 @@ resource "aws_launch_template" "workers" {
     }
 
     precondition {
-      condition     = !var.create_msk_cluster || local.security_protocol == "SSL"
-      error_message = "A created MSK cluster speaks TLS only (unauthenticated clients): kafka_security_protocol must be null or SSL."
+      condition     = !var.create_msk_cluster || (contains(["SASL_SSL", "-"], coalesce(var.kafka_security_protocol, "-")) && var.kafka_sasl_mechanism == null && var.kafka_sasl_username == null && var.kafka_sasl_password_ssm_parameter == null)
+      error_message = "A created MSK cluster takes IAM clients only (SASL_SSL, AWS_MSK_IAM, set by the module): leave kafka_security_protocol null (or SASL_SSL) and the kafka_sasl_* settings unset."
     }
 
     precondition {
       condition     = (var.kafka_sasl_password_ssm_parameter == null) || (var.kafka_sasl_mechanism != null && var.kafka_sasl_username != null)
       error_message = "kafka_sasl_password_ssm_parameter needs kafka_sasl_mechanism and kafka_sasl_username."
     }
+
+    precondition {
+      condition     = (local.weights_source == "s3") == (var.weights_s3_uri != null)
+      error_message = "model_weights_source = \"s3\" needs weights_s3_uri, and weights_s3_uri is only used with \"s3\"."
+    }
+
+    precondition {
+      condition     = !var.create_msk_cluster || var.kafka_topic_partitions >= var.max_size
+      error_message = "kafka_topic_partitions must be >= max_size: a consumer group gives each partition to one worker, so workers beyond the partition count sit idle."
+    }
   }
 }
 
 resource "aws_autoscaling_group" "workers" {
-  # No load balancer: workers pull from Kafka. Health is EC2 status plus the container's restart
-  # policy; /readyz and /metrics are for monitoring.
+  # No load balancer, so health_check_type stays EC2: the worker's health reaches the group through
+  # the instance watchdog (/livez failing watchdog_failure_threshold times -> set-instance-health
+  # Unhealthy -> replaced). The grace period starts when the launch hook completes.
   name                      = local.asg_name
   vpc_zone_identifier       = var.subnet_ids
   min_size                  = var.min_size
   max_size                  = var.max_size
   desired_capacity          = var.desired_capacity
   health_check_type         = "EC2"
-  health_check_grace_period = var.instance_warmup_seconds
+  health_check_grace_period = var.health_check_grace_period_seconds
   default_instance_warmup   = var.instance_warmup_seconds
   termination_policies      = ["OldestLaunchTemplate", "OldestInstance"]
-  metrics_granularity       = "1Minute"
-  # GroupInServiceInstances feeds the lag-per-instance scaling metric.
+  # Launch a replacement when EC2 signals that a spot instance is at elevated risk.
+  capacity_rebalance  = true
+  metrics_granularity = "1Minute"
+  # GroupInServiceInstances feeds the lag-per-instance metric, GroupDesiredCapacity the start from zero.
   enabled_metrics = [
     "GroupDesiredCapacity", "GroupInServiceInstances", "GroupMaxSize", "GroupMinSize",
     "GroupPendingInstances", "GroupTerminatingInstances", "GroupTotalInstances",
   ]
 
-  launch_template {
-    id      = aws_launch_template.workers.id
-    version = aws_launch_template.workers.latest_version
+  mixed_instances_policy {
+    instances_distribution {
+      on_demand_base_capacity                  = var.on_demand_base_capacity
+      on_demand_percentage_above_base_capacity = 100 - var.spot_percentage_above_base
+      on_demand_allocation_strategy            = "prioritized"
+      spot_allocation_strategy                 = "price-capacity-optimized"
+    }
+
+    launch_template {
+      launch_template_specification {
+        launch_template_id = aws_launch_template.workers.id
+        version            = aws_launch_template.workers.latest_version
+      }
+
+      dynamic "override" {
+        for_each = local.instance_types
+        content {
+          instance_type = override.value
+        }
+      }
+    }
   }
 
-  # A new launch template version (image, AMI, settings) replaces the fleet gradually.
+  # Health replacements and rebalancing also launch first, then terminate.
+  instance_maintenance_policy {
+    min_healthy_percentage = var.instance_refresh_min_healthy_percentage
+    max_healthy_percentage = var.instance_refresh_max_healthy_percentage
+  }
+
+  # A new launch template version (image, AMI, settings) replaces the fleet gradually: new
+  # instances first (max 200 %), each held by the launch hook until /readyz; a refresh whose
+  # instances do not become ready, or during which the dead-letter alarm fires, rolls back.
   instance_refresh {
     strategy = "Rolling"
 
     preferences {
       min_healthy_percentage = var.instance_refresh_min_healthy_percentage
+      max_healthy_percentage = var.instance_refresh_max_healthy_percentage
       instance_warmup        = tostring(var.instance_warmup_seconds)
       skip_matching          = true
+      auto_rollback          = true
+
+      dynamic "alarm_specification" {
+        for_each = var.instance_refresh_alarm_rollback ? [aws_cloudwatch_metric_alarm.dlq_rate.alarm_name] : []
+        content {
+          alarms = [alarm_specification.value]
+        }
+      }
     }
   }
 
-  # Scale-in and refresh wait here while the instance drains its worker (see the user data).
+  # New instances wait here until the worker is ready: the instance completes the hook with
+  # CONTINUE once /readyz passes, or ABANDON (also the default on timeout) when it gives up.
+  initial_lifecycle_hook {
+    name                 = local.launch_hook
+    lifecycle_transition = "autoscaling:EC2_INSTANCE_LAUNCHING"
+    heartbeat_timeout    = var.launch_timeout_seconds
+    default_result       = "ABANDON"
+  }
+
+  # Scale-in and refresh wait here while the instance drains its worker.
   initial_lifecycle_hook {
     name                 = local.drain_hook_name
     lifecycle_transition = "autoscaling:EC2_INSTANCE_TERMINATING"
@@ -140,8 +211,11 @@ resource "aws_autoscaling_group" "workers" {
     }
   }
 
+  # No instance boots before its role may complete hooks, read its secrets and reach Kafka.
+  depends_on = [aws_iam_role_policy.workers]
+
   lifecycle {
-    # The scaling policy owns the desired count after creation.
+    # The scaling policies own the desired count after creation.
     ignore_changes = [desired_capacity]
 
     precondition {

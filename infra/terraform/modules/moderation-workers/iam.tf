@@ -1,6 +1,8 @@
-# Instance role: read the images (bucket or prefix), pull the one worker image, write the worker's
-# logs, drain / report health within its own Auto Scaling group - and nothing else unless an
-# option asks for it.
+# Instance role: read the images (bucket or prefix) and the weights prefix, pull the one worker
+# image, write the worker's logs and metrics, complete its hooks / report health within its own
+# Auto Scaling group, use its own topics and group on a created MSK cluster - and nothing else
+# unless an option asks for it. Nothing here refers to the Auto Scaling group resource: the policy
+# is complete before the group launches anything (the group depends_on it).
 
 data "aws_iam_policy_document" "assume_ec2" {
   statement {
@@ -86,19 +88,83 @@ data "aws_iam_policy_document" "workers" {
     }
   }
 
-  statement {
-    sid       = "WriteWorkerLogs"
-    effect    = "Allow"
-    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
-    resources = [aws_cloudwatch_log_group.workers.arn, "${aws_cloudwatch_log_group.workers.arn}:log-stream:*"]
+  dynamic "statement" {
+    for_each = local.weights_s3 ? ["${local.weights_bucket}/${local.weights_prefix}"] : []
+    content {
+      sid       = "ReadWeights"
+      effect    = "Allow"
+      actions   = ["s3:GetObject"]
+      resources = ["arn:${local.partition}:s3:::${statement.value}*"]
+    }
   }
 
-  # Its own group only: finish the drain hook; report a failed bootstrap so the instance is replaced.
+  # aws s3 sync lists the prefix; nothing else in that bucket.
+  dynamic "statement" {
+    for_each = local.weights_s3 ? [local.weights_prefix] : []
+    content {
+      sid       = "ListWeightsPrefix"
+      effect    = "Allow"
+      actions   = ["s3:ListBucket"]
+      resources = ["arn:${local.partition}:s3:::${local.weights_bucket}"]
+
+      condition {
+        test     = "StringLike"
+        variable = "s3:prefix"
+        values   = ["${statement.value}*"]
+      }
+    }
+  }
+
+  dynamic "statement" {
+    for_each = local.weights_s3 && var.weights_kms_key_arn != null ? [var.weights_kms_key_arn] : []
+    content {
+      sid       = "DecryptWeightsThroughS3"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+
+      condition {
+        test     = "StringLike"
+        variable = "kms:ViaService"
+        values   = ["s3.*.amazonaws.com"]
+      }
+    }
+  }
+
+  # The CloudWatch agent ships the boot log and the worker units' journal (worker log group) and
+  # /metrics as EMF events (metrics log group).
+  statement {
+    sid     = "WriteWorkerLogs"
+    effect  = "Allow"
+    actions = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = flatten([for g in [aws_cloudwatch_log_group.workers.name, aws_cloudwatch_log_group.metrics.name] : [
+      "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${g}",
+      "arn:${local.partition}:logs:${local.region}:${local.account_id}:log-group:${g}:log-stream:*",
+    ]])
+  }
+
+  # nvidia_gpu metrics from the agent. PutMetricData has no resource-level permissions; the
+  # namespace condition scopes it.
+  statement {
+    sid       = "PublishAgentMetrics"
+    effect    = "Allow"
+    actions   = ["cloudwatch:PutMetricData"]
+    resources = ["*"]
+
+    condition {
+      test     = "StringEquals"
+      variable = "cloudwatch:namespace"
+      values   = [var.metrics_namespace]
+    }
+  }
+
+  # Its own group only (an ARN built from the name): complete the launch and drain hooks, mark
+  # itself Unhealthy (watchdog, failed boot).
   statement {
     sid       = "OwnLifecycle"
     effect    = "Allow"
     actions   = ["autoscaling:CompleteLifecycleAction", "autoscaling:SetInstanceHealth"]
-    resources = [aws_autoscaling_group.workers.arn]
+    resources = [local.asg_arn]
   }
 
   dynamic "statement" {
@@ -124,7 +190,86 @@ data "aws_iam_policy_document" "workers" {
       sid       = "ReadKafkaPassword"
       effect    = "Allow"
       actions   = ["ssm:GetParameter"]
-      resources = ["arn:${local.partition}:ssm:${local.region}:${data.aws_caller_identity.current.account_id}:parameter/${trimprefix(statement.value, "/")}"]
+      resources = ["arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter/${trimprefix(statement.value, "/")}"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.hf_token_ssm_parameter == null ? [] : [var.hf_token_ssm_parameter]
+    content {
+      sid       = "ReadHubToken"
+      effect    = "Allow"
+      actions   = ["ssm:GetParameter"]
+      resources = ["arn:${local.partition}:ssm:${local.region}:${local.account_id}:parameter/${trimprefix(statement.value, "/")}"]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.secrets_kms_key_arn != null && (var.kafka_sasl_password_ssm_parameter != null || var.hf_token_ssm_parameter != null) ? [var.secrets_kms_key_arn] : []
+    content {
+      sid       = "DecryptSecretsThroughSsm"
+      effect    = "Allow"
+      actions   = ["kms:Decrypt"]
+      resources = [statement.value]
+
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["ssm.${local.region}.amazonaws.com"]
+      }
+    }
+  }
+
+  # MSK IAM access control, as narrow as Kafka ACLs: connect (idempotent producer included), read
+  # the requests topic, write the three output topics, use its own consumer group.
+  dynamic "statement" {
+    for_each = var.create_msk_cluster ? [local.msk_arn] : []
+    content {
+      sid       = "KafkaConnect"
+      effect    = "Allow"
+      actions   = ["kafka-cluster:Connect", "kafka-cluster:WriteDataIdempotently"]
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.create_msk_cluster ? [local.msk_topic_arns[var.input_topic]] : []
+    content {
+      sid       = "KafkaReadRequests"
+      effect    = "Allow"
+      actions   = ["kafka-cluster:DescribeTopic", "kafka-cluster:ReadData"]
+      resources = [statement.value]
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.create_msk_cluster ? [[for t in [var.results_topic, var.dlq_topic, var.review_topic] : local.msk_topic_arns[t]]] : []
+    content {
+      sid       = "KafkaWriteOutputs"
+      effect    = "Allow"
+      actions   = ["kafka-cluster:DescribeTopic", "kafka-cluster:WriteData"]
+      resources = statement.value
+    }
+  }
+
+  dynamic "statement" {
+    for_each = var.create_msk_cluster ? [local.msk_group_arn] : []
+    content {
+      sid       = "KafkaConsumerGroup"
+      effect    = "Allow"
+      actions   = ["kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup"]
+      resources = [statement.value]
+    }
+  }
+
+  # `topics ensure` at boot: create the four topics when missing, nothing else.
+  dynamic "statement" {
+    for_each = var.create_msk_cluster ? [values(local.msk_topic_arns)] : []
+    content {
+      sid       = "KafkaCreateTopics"
+      effect    = "Allow"
+      actions   = ["kafka-cluster:CreateTopic", "kafka-cluster:DescribeTopic", "kafka-cluster:DescribeTopicDynamicConfiguration"]
+      resources = statement.value
     }
   }
 }

@@ -1,5 +1,6 @@
-# Shared lookups and the values derived from the inputs. Resources live in the files named after
-# their concern: iam.tf, network.tf, compute.tf, bucket.tf, msk.tf, scaling.tf, alarms.tf.
+# Shared lookups, the values derived from the inputs, and the boot files (modules/boot). Resources
+# live in the files named after their concern: iam.tf, network.tf, compute.tf, bucket.tf, msk.tf,
+# scaling.tf, alarms.tf.
 
 data "aws_partition" "current" {}
 
@@ -16,8 +17,9 @@ data "aws_ssm_parameter" "ami" {
 }
 
 locals {
-  partition = data.aws_partition.current.partition
-  region    = data.aws_region.current.name
+  partition  = data.aws_partition.current.partition
+  region     = data.aws_region.current.name
+  account_id = data.aws_caller_identity.current.account_id
 
   # An AMI id is not a secret; SSM values are marked sensitive by the provider.
   ami_id = var.ami_id != null ? var.ami_id : nonsensitive(data.aws_ssm_parameter.ami[0].value)
@@ -27,10 +29,17 @@ locals {
     "moderation-worker/fleet"   = var.name
   })
 
-  asg_name            = var.name
-  drain_hook_name     = "${var.name}-drain"
-  container_name      = "moderation-worker"
+  asg_name        = var.name
+  launch_hook     = "${var.name}-launch"
+  drain_hook_name = "${var.name}-drain"
+  container_name  = "moderation-worker"
+  # The drain hook waits for the full grace period plus the time to complete the hook.
   drain_heartbeat_sec = var.stop_timeout_seconds + 120
+  # Built from the name, not read from the group: the role policy must exist before the group
+  # launches its first instance, so it cannot depend on the group resource.
+  asg_arn = "arn:${local.partition}:autoscaling:${local.region}:${local.account_id}:autoScalingGroup:*:autoScalingGroupName/${local.asg_name}"
+  # Launch template first, then the others in the caller's order (on-demand priority).
+  instance_types = distinct(concat([var.instance_type], var.instance_types))
 
   # --- Images bucket: exactly one of create / existing (precondition on aws_iam_role_policy.workers).
   create_bucket      = var.create_bucket_name != null
@@ -40,14 +49,29 @@ locals {
   images_objects_arn = "${local.bucket_arn}/${var.images_prefix}*"
   images_region      = local.create_bucket ? local.region : coalesce(var.images_bucket_region, local.region)
 
-  # --- Kafka: an existing cluster's servers, or the created MSK cluster's TLS brokers.
+  # --- Weights: s3 (recommended) when a folder is given, otherwise the Hub cache.
+  weights_source = var.model_weights_source != null ? var.model_weights_source : (var.weights_s3_uri != null ? "s3" : "hub")
+  weights_s3     = local.weights_source == "s3" && var.weights_s3_uri != null
+  weights_bucket = local.weights_s3 ? split("/", trimprefix(var.weights_s3_uri, "s3://"))[0] : ""
+  weights_prefix = local.weights_s3 ? trimprefix(trimprefix(var.weights_s3_uri, "s3://"), "${local.weights_bucket}/") : ""
+
+  # --- Kafka: an existing cluster's servers, or the created MSK cluster's IAM (SASL_SSL) brokers.
   kafka_choice_ok   = var.create_msk_cluster != (var.kafka_bootstrap_servers != "")
-  bootstrap_servers = var.create_msk_cluster ? aws_msk_cluster.this[0].bootstrap_brokers_tls : var.kafka_bootstrap_servers
-  security_protocol = var.kafka_security_protocol != null ? var.kafka_security_protocol : (var.create_msk_cluster ? "SSL" : null)
+  bootstrap_servers = var.create_msk_cluster ? aws_msk_cluster.this[0].bootstrap_brokers_sasl_iam : var.kafka_bootstrap_servers
+  security_protocol = var.create_msk_cluster ? "SASL_SSL" : var.kafka_security_protocol
+  sasl_mechanism    = var.create_msk_cluster ? "AWS_MSK_IAM" : var.kafka_sasl_mechanism
   msk_subnet_ids    = var.msk_subnet_ids != null ? var.msk_subnet_ids : var.subnet_ids
-  msk_broker_count  = var.msk_broker_count != null ? var.msk_broker_count : length(local.msk_subnet_ids)
+  msk_broker_count  = var.msk_broker_count != null ? var.msk_broker_count : 3
   # Cluster name used as the AWS/Kafka metric dimension.
   msk_metrics_cluster = var.create_msk_cluster ? var.name : var.msk_cluster_name
+  topics              = [var.input_topic, var.results_topic, var.dlq_topic, var.review_topic]
+
+  # MSK IAM resources: arn:...:topic/<cluster name>/<cluster uuid>/<topic>, the same for group/.
+  msk_arn = var.create_msk_cluster ? aws_msk_cluster.this[0].arn : ""
+  msk_topic_arns = var.create_msk_cluster ? {
+    for t in local.topics : t => "${replace(local.msk_arn, ":cluster/", ":topic/")}/${t}"
+  } : {}
+  msk_group_arn = var.create_msk_cluster ? "${replace(local.msk_arn, ":cluster/", ":group/")}/${var.group_id}" : ""
 
   # --- Container image: ECR repositories get a pull grant on exactly that repository.
   ecr_match    = try(regex("^(?P<account>[0-9]{12})\\.dkr\\.ecr(?P<fips>-fips)?\\.(?P<region>[a-z0-9-]+)\\.amazonaws\\.com(?P<cn>\\.cn)?/(?P<repository>[^:@]+)", var.container_image), null)
@@ -64,7 +88,7 @@ locals {
   worker_env_managed = { for k, v in {
     MODERATION_KAFKA_BOOTSTRAP_SERVERS = local.bootstrap_servers
     MODERATION_KAFKA_SECURITY_PROTOCOL = local.security_protocol
-    MODERATION_KAFKA_SASL_MECHANISM    = var.kafka_sasl_mechanism
+    MODERATION_KAFKA_SASL_MECHANISM    = local.sasl_mechanism
     MODERATION_KAFKA_SASL_USERNAME     = var.kafka_sasl_username
     MODERATION_GROUP_ID                = var.group_id
     MODERATION_INPUT_TOPIC             = var.input_topic
@@ -72,37 +96,64 @@ locals {
     MODERATION_REVIEW_TOPIC            = var.review_topic
     MODERATION_DLQ_TOPIC               = var.dlq_topic
     MODERATION_S3_REGION               = local.images_region
-    MODERATION_MODEL_ID                = var.model_id
+    MODERATION_MODEL_ID                = local.weights_source == "s3" ? var.weights_container_path : var.model_id
     MODERATION_MODEL_REVISION          = var.model_revision
+    MODERATION_MODEL_LOCAL_FILES_ONLY  = local.weights_source == "hub" ? null : "true"
     MODERATION_HEALTH_PORT             = tostring(var.health_port)
     MODERATION_LOG_FORMAT              = "json"
   } : k => v if v != null }
 
   # Explicit worker_environment entries may override MODERATION_LOG_FORMAT; the rest is refused by validation.
   worker_env = merge(local.worker_env_managed, var.worker_environment, {
+    # botocore (S3, and MSK IAM signing in kafka-python) finds the region here; credentials come
+    # from the instance role through IMDSv2.
+    AWS_DEFAULT_REGION = local.region
     # "hub": the cache is a host directory mounted at HF_HOME, filled by the first start on an
-    # instance and reused by restarts. "image": the weights are in the image, never downloaded.
+    # instance and reused by restarts. "s3"/"image": the weights are local, never downloaded.
     HF_HOME        = var.hf_cache_container_path
-    HF_HUB_OFFLINE = var.model_weights_source == "image" ? "1" : "0"
+    HF_HUB_OFFLINE = local.weights_source == "hub" ? "0" : "1"
   })
-  mount_hf_cache = var.model_weights_source == "hub"
+}
 
-  user_data = templatefile("${path.module}/templates/user-data.sh.tftpl", {
-    container_name          = local.container_name
-    image                   = var.container_image
-    command_args            = join(" ", [for a in var.container_command : "'${a}'"])
-    env_lines               = [for k in sort(keys(local.worker_env)) : "${k}=${local.worker_env[k]}"]
-    sasl_password_parameter = var.kafka_sasl_password_ssm_parameter == null ? "" : var.kafka_sasl_password_ssm_parameter
-    ecr_registry            = local.ecr_registry
-    ecr_region              = local.ecr_region
-    health_port             = var.health_port
-    stop_timeout            = var.stop_timeout_seconds
-    mount_hf_cache          = local.mount_hf_cache
-    hf_cache_host_path      = var.hf_cache_host_path
-    hf_cache_container_path = var.hf_cache_container_path
-    container_uid           = var.container_uid
-    log_group               = aws_cloudwatch_log_group.workers.name
-    asg_name                = local.asg_name
-    drain_hook_name         = local.drain_hook_name
-  })
+# The instance's boot files (user data, node script, systemd units, CloudWatch agent config).
+module "boot" {
+  source = "./modules/boot"
+
+  config = {
+    name                     = var.name
+    region                   = local.region
+    asg_name                 = local.asg_name
+    launch_hook_name         = local.launch_hook
+    drain_hook_name          = local.drain_hook_name
+    container_name           = local.container_name
+    image                    = var.container_image
+    command_args             = var.container_command
+    env                      = local.worker_env
+    health_port              = var.health_port
+    stop_timeout             = var.stop_timeout_seconds
+    spot_drain_seconds       = var.spot_drain_seconds
+    ecr_registry             = local.ecr_registry
+    ecr_region               = local.ecr_region
+    kafka_password_parameter = var.kafka_sasl_password_ssm_parameter == null ? "" : var.kafka_sasl_password_ssm_parameter
+    hf_token_parameter       = var.hf_token_ssm_parameter == null ? "" : var.hf_token_ssm_parameter
+    weights_source           = local.weights_source
+    weights_s3_uri           = var.weights_s3_uri == null ? "" : var.weights_s3_uri
+    weights_host_path        = var.weights_host_path
+    weights_container_path   = var.weights_container_path
+    hf_cache_host_path       = var.hf_cache_host_path
+    hf_cache_container_path  = var.hf_cache_container_path
+    container_uid            = var.container_uid
+    watchdog_interval        = var.watchdog_interval_seconds
+    watchdog_failures        = var.watchdog_failure_threshold
+    watchdog_grace_seconds   = var.watchdog_start_grace_seconds
+    # Give up a minute before the hook times out, so the ABANDON is ours and logged.
+    launch_deadline_seconds  = var.launch_timeout_seconds - 60
+    topics                   = var.create_msk_cluster ? local.topics : []
+    topic_partitions         = var.kafka_topic_partitions
+    topic_replication_factor = 3
+    topic_retention_ms       = var.kafka_topic_retention_ms
+    log_group                = aws_cloudwatch_log_group.workers.name
+    metrics_log_group        = aws_cloudwatch_log_group.metrics.name
+    metrics_namespace        = var.metrics_namespace
+  }
 }

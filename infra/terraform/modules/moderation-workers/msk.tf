@@ -1,13 +1,13 @@
-# Optional MSK cluster: TLS between clients and brokers and between brokers, encrypted at rest,
-# private to the VPC (its own security group admits the workers and msk_client_cidr_blocks on 9094).
-# Clients are unauthenticated at the Kafka level (the worker speaks SSL and SASL/PLAIN|SCRAM, not
-# MSK IAM), so the security group is the access boundary.
+# Optional MSK cluster: three brokers in three AZs, TLS between clients and brokers and between
+# brokers, encrypted at rest, private to the VPC. Clients authenticate with IAM (SASL/AWS_MSK_IAM
+# on port 9098, no unauthenticated access); the worker role's kafka-cluster permissions (iam.tf)
+# act as the ACLs. Its security group admits the workers and msk_client_cidr_blocks on 9098.
 
 resource "aws_security_group" "msk" {
   count = var.create_msk_cluster ? 1 : 0
 
   name_prefix = "${var.name}-msk-"
-  description = "MSK brokers of ${var.name}: TLS 9094 from the workers and listed clients."
+  description = "MSK brokers of ${var.name}: IAM over TLS 9098 from the workers and listed clients."
   vpc_id      = var.vpc_id
   tags        = merge(local.common_tags, { Name = "${var.name}-msk" })
 
@@ -20,10 +20,10 @@ resource "aws_vpc_security_group_ingress_rule" "msk_from_workers" {
   count = var.create_msk_cluster ? 1 : 0
 
   security_group_id            = aws_security_group.msk[0].id
-  description                  = "Kafka TLS from the moderation workers"
+  description                  = "Kafka IAM/TLS from the moderation workers"
   ip_protocol                  = "tcp"
-  from_port                    = 9094
-  to_port                      = 9094
+  from_port                    = 9098
+  to_port                      = 9098
   referenced_security_group_id = aws_security_group.workers.id
   tags                         = local.common_tags
 }
@@ -32,10 +32,10 @@ resource "aws_vpc_security_group_ingress_rule" "msk_from_clients" {
   for_each = var.create_msk_cluster ? toset(var.msk_client_cidr_blocks) : toset([])
 
   security_group_id = aws_security_group.msk[0].id
-  description       = "Kafka TLS from ${each.value}"
+  description       = "Kafka IAM/TLS from ${each.value}"
   ip_protocol       = "tcp"
-  from_port         = 9094
-  to_port           = 9094
+  from_port         = 9098
+  to_port           = 9098
   cidr_ipv4         = each.value
   tags              = local.common_tags
 }
@@ -56,13 +56,17 @@ resource "aws_msk_configuration" "this" {
 
   name           = "${var.name}-kafka"
   kafka_versions = [var.msk_kafka_version]
-  description    = "Moderation topics: no auto-created topics, replicated writes."
+  description    = "Moderation topics: no auto-created topics, replicated writes, long-lived group offsets."
 
+  # RF 3 with min ISR 2: a rolling patch takes one broker down at a time and acks=all writes keep
+  # going. Group offsets are kept msk_offsets_retention_minutes (default 30 days) so an idle group
+  # (min_size = 0) keeps its position and its lag metric.
   server_properties = <<-EOT
     auto.create.topics.enable=false
-    default.replication.factor=${min(3, local.msk_broker_count)}
-    min.insync.replicas=${min(2, local.msk_broker_count)}
+    default.replication.factor=3
+    min.insync.replicas=2
     unclean.leader.election.enable=false
+    offsets.retention.minutes=${var.msk_offsets_retention_minutes}
   EOT
 }
 
@@ -102,7 +106,11 @@ resource "aws_msk_cluster" "this" {
   }
 
   client_authentication {
-    unauthenticated = true
+    unauthenticated = false
+
+    sasl {
+      iam = true
+    }
   }
 
   configuration_info {
@@ -123,13 +131,8 @@ resource "aws_msk_cluster" "this" {
 
   lifecycle {
     precondition {
-      condition     = contains([2, 3], length(local.msk_subnet_ids))
-      error_message = "An MSK cluster needs 2 or 3 client subnets in distinct AZs (msk_subnet_ids, or subnet_ids)."
-    }
-
-    precondition {
-      condition     = local.msk_broker_count % length(local.msk_subnet_ids) == 0
-      error_message = "msk_broker_count must be a multiple of the number of MSK subnets."
+      condition     = length(local.msk_subnet_ids) == 3
+      error_message = "A created MSK cluster needs exactly 3 client subnets in distinct AZs (msk_subnet_ids, or subnet_ids): replication factor 3 with min.insync.replicas 2 survives MSK's rolling patches."
     }
   }
 }

@@ -54,7 +54,7 @@ output "bucket_arn" {
 }
 
 output "kafka_bootstrap_servers" {
-  description = "Bootstrap servers the workers use (the created MSK cluster's TLS brokers, or the given ones)."
+  description = "Bootstrap servers the workers use (the created MSK cluster's IAM brokers, port 9098, or the given ones)."
   value       = local.bootstrap_servers
 }
 
@@ -68,19 +68,39 @@ output "msk_cluster_arn" {
   value       = var.create_msk_cluster ? aws_msk_cluster.this[0].arn : null
 }
 
+output "kafka_topic_arns" {
+  description = "MSK IAM resource ARNs of the four topics on the created cluster, by topic name (grant other clients kafka-cluster:* on them); {} without a created cluster."
+  value       = local.msk_topic_arns
+}
+
+output "kafka_consumer_group_arn" {
+  description = "MSK IAM resource ARN of the workers' consumer group on the created cluster, or null."
+  value       = var.create_msk_cluster ? local.msk_group_arn : null
+}
+
 output "msk_security_group_id" {
   description = "Security group of the created MSK brokers, or null (add rules for more clients to it)."
   value       = var.create_msk_cluster ? aws_security_group.msk[0].id : null
 }
 
 output "log_group_name" {
-  description = "CloudWatch log group of the worker containers (one stream per instance id)."
+  description = "CloudWatch log group of the workers: per instance, stream <instance id> (the worker units' journal, the container included) and <instance id>/boot (first-boot log)."
   value       = aws_cloudwatch_log_group.workers.name
+}
+
+output "metrics_log_group_name" {
+  description = "CloudWatch log group receiving the agent's /metrics scrapes as embedded metric format (namespace metrics_namespace)."
+  value       = aws_cloudwatch_log_group.metrics.name
 }
 
 output "scaling_policy_arn" {
   description = "ARN of the lag target-tracking policy."
   value       = aws_autoscaling_policy.lag_target_tracking.arn
+}
+
+output "start_from_zero_policy_arn" {
+  description = "ARN of the step policy that starts one worker when there is lag at zero capacity."
+  value       = aws_autoscaling_policy.start_from_zero.arn
 }
 
 output "lag_alarm_arn" {
@@ -94,9 +114,12 @@ output "dlq_alarm_arn" {
 }
 
 output "alarm_arns" {
-  description = "All alarm ARNs by purpose."
+  description = "All alarm ARNs by purpose (consumer_time_lag is null without MSK metrics; lag_while_empty drives the start-from-zero policy)."
   value = {
-    consumer_lag = aws_cloudwatch_metric_alarm.lag_high.arn
-    dlq_rate     = aws_cloudwatch_metric_alarm.dlq_rate.arn
+    consumer_lag      = aws_cloudwatch_metric_alarm.lag_high.arn
+    consumer_time_lag = one(aws_cloudwatch_metric_alarm.time_lag_high[*].arn)
+    dlq_rate          = aws_cloudwatch_metric_alarm.dlq_rate.arn
+    results_heartbeat = aws_cloudwatch_metric_alarm.results_heartbeat.arn
+    lag_while_empty   = aws_cloudwatch_metric_alarm.lag_while_empty.arn
   }
 }

@@ -1,4 +1,6 @@
-# Scale on consumer-group lag: target tracking on (input-topic lag / in-service workers).
+# Scale on consumer-group lag: target tracking on (input-topic lag / in-service workers), and a
+# step policy that starts one worker when there is lag while the group is at zero (target
+# tracking alone waits until lag exceeds the target per worker).
 
 locals {
   lag_from_msk = var.lag_metric_source == "msk"
@@ -91,5 +93,65 @@ resource "aws_autoscaling_policy" "lag_target_tracking" {
       condition     = !local.lag_from_msk || local.msk_metrics_cluster != null
       error_message = "lag_metric_source = \"msk\" needs an MSK cluster: create_msk_cluster = true, or msk_cluster_name of the existing one. For other Kafka clusters use lag_metric_source = \"custom\"."
     }
+  }
+}
+
+# Start from zero: any lag while the desired capacity is 0 sets it to 1. ExactCapacity is
+# idempotent (the alarm re-invokes the policy every minute it stays in ALARM) and never lowers a
+# desired count that target tracking raised: the alarm is only true at zero.
+resource "aws_autoscaling_policy" "start_from_zero" {
+  name                   = "${var.name}-start-from-zero"
+  autoscaling_group_name = aws_autoscaling_group.workers.name
+  policy_type            = "StepScaling"
+  adjustment_type        = "ExactCapacity"
+
+  step_adjustment {
+    scaling_adjustment          = 1
+    metric_interval_lower_bound = 0
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "lag_while_empty" {
+  alarm_name          = "${var.name}-lag-while-empty"
+  alarm_description   = "Consumer group ${var.group_id} has lag on ${var.input_topic} while ${local.asg_name} wants 0 workers: start one (${aws_autoscaling_policy.start_from_zero.name})."
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  evaluation_periods  = 1
+  # A gap (a rebalance, no group yet) is no reason to start a GPU instance.
+  treat_missing_data = "notBreaching"
+  alarm_actions      = [aws_autoscaling_policy.start_from_zero.arn]
+  tags               = local.common_tags
+
+  metric_query {
+    id          = "lag"
+    return_data = false
+
+    metric {
+      namespace   = local.lag_metric.namespace
+      metric_name = local.lag_metric.metric_name
+      dimensions  = local.lag_metric.dimensions
+      stat        = "Maximum"
+      period      = 60
+    }
+  }
+
+  metric_query {
+    id          = "desired"
+    return_data = false
+
+    metric {
+      namespace   = "AWS/AutoScaling"
+      metric_name = "GroupDesiredCapacity"
+      dimensions  = { AutoScalingGroupName = local.asg_name }
+      stat        = "Maximum"
+      period      = 60
+    }
+  }
+
+  metric_query {
+    id          = "lag_at_zero"
+    label       = "Lag while the group is at zero"
+    expression  = "IF(desired < 1, lag, 0)"
+    return_data = true
   }
 }

@@ -56,15 +56,17 @@ variable "metrics_ingress_cidr_blocks" {
 # --- Compute ---------------------------------------------------------------------------------------
 
 variable "instance_type" {
-  description = "GPU instance type. Default g6.xlarge: one NVIDIA L4 (24 GB, bf16), 4 vCPU, 16 GiB; the 9B GLM-4.6V-Flash in bf16 (~19 GB of weights) fits one GPU at the lowest hourly price of the 24 GB class. Use g6e.xlarge (L40S, 48 GB) for larger batches or models."
+  description = "GPU instance type (the first choice of the mixed-instances policy). Default g6.xlarge: one NVIDIA L4 (24 GB, bf16), 4 vCPU, 16 GiB, 250 GB NVMe instance store; the 9B GLM-4.6V-Flash in bf16 (~19 GB of weights) fits one GPU at the lowest hourly price of the 24 GB class. Use g6e.xlarge (L40S, 48 GB) for larger batches or models."
   type        = string
   default     = "g6.xlarge"
 
   validation {
+    # One container uses one GPU (--gpus all, one worker per instance): only single-GPU sizes of the
     # x86_64 NVIDIA families the Deep Learning Base OSS Nvidia Driver GPU AMI (AL2023) supports.
-    # g5g (Arm) and g4ad (AMD) are excluded on purpose: the AMI and the CUDA image would not run there.
-    condition     = can(regex("^(g4dn|g5|g6|g6e|g6f|gr6|gr6f|g7|g7e|p4d|p4de|p5|p5e|p5en|p6-b200|p6-b300)\\.([0-9]*xlarge|metal(-[0-9]+xl)?)$", var.instance_type))
-    error_message = "instance_type must be an NVIDIA GPU type of a family the DLAMI supports (g4dn, g5, g6, g6e, g6f, gr6, gr6f, g7, g7e, p4d, p4de, p5, p5e, p5en, p6-b200, p6-b300), e.g. g6.xlarge."
+    # Multi-GPU sizes (g5/g6/g6e.12xlarge and up, g4dn.12xlarge, metal, every p type) would pay for
+    # GPUs that sit idle; fractional-GPU g6f/gr6f are too small for the default model.
+    condition     = can(regex("^((g4dn|g5|g6|g6e)\\.(2|4|8|16)?xlarge|gr6\\.(4|8)xlarge)$", var.instance_type))
+    error_message = "instance_type must be a single-GPU NVIDIA type: g4dn, g5, g6 or g6e in xlarge, 2xlarge, 4xlarge, 8xlarge or 16xlarge, or gr6.4xlarge / gr6.8xlarge (e.g. g6.xlarge). Multi-GPU sizes such as g6.12xlarge are refused: one worker uses one GPU."
   }
 }
 
@@ -176,9 +178,9 @@ variable "desired_capacity" {
 }
 
 variable "instance_warmup_seconds" {
-  description = "Seconds from launch until a worker counts towards scaling metrics and instance-refresh health: image pull plus model download/load."
+  description = "Seconds after an instance is InService until it counts towards scaling metrics and instance-refresh progress. The launch lifecycle hook already holds new instances until /readyz passes (launch_timeout_seconds), so this only covers the first batches."
   type        = number
-  default     = 600
+  default     = 120
 
   validation {
     condition     = var.instance_warmup_seconds >= 0 && var.instance_warmup_seconds <= 3600
@@ -187,9 +189,9 @@ variable "instance_warmup_seconds" {
 }
 
 variable "instance_refresh_min_healthy_percentage" {
-  description = "Share of the fleet kept in service while an instance refresh replaces workers after a launch template change."
+  description = "Share of the fleet kept in service while an instance refresh (and health or rebalancing replacement) replaces workers. 100 with instance_refresh_max_healthy_percentage = 200: a replacement is launched, passes /readyz and only then is the old one drained, so a one-instance fleet never drops to zero."
   type        = number
-  default     = 90
+  default     = 100
 
   validation {
     condition     = var.instance_refresh_min_healthy_percentage >= 0 && var.instance_refresh_min_healthy_percentage <= 100
@@ -292,7 +294,7 @@ variable "dlq_topic" {
 }
 
 variable "model_id" {
-  description = "MODERATION_MODEL_ID: Hugging Face id (downloaded once into the host cache) or a path inside the image."
+  description = "MODERATION_MODEL_ID: Hugging Face id (model_weights_source \"hub\"; downloaded once into the host cache) or a path inside the image (\"image\"). With \"s3\" the worker gets weights_container_path instead, and this id only names the model in docs."
   type        = string
   default     = "zai-org/GLM-4.6V-Flash"
 
@@ -303,13 +305,12 @@ variable "model_id" {
 }
 
 variable "model_revision" {
-  description = "MODERATION_MODEL_REVISION: pin the model to a commit; null follows the default branch."
+  description = "MODERATION_MODEL_REVISION: the model's Hub commit (40 hex digits), required. A branch or tag moves, and then the fleet runs mixed revisions; with S3 weights it labels verdicts and cache keys with the commit the folder was downloaded at."
   type        = string
-  default     = null
 
   validation {
-    condition     = var.model_revision == null || can(regex("^[A-Za-z0-9_./-]{1,100}$", var.model_revision))
-    error_message = "model_revision must be null or a branch, tag or commit id."
+    condition     = can(regex("^[0-9a-f]{40}$", var.model_revision))
+    error_message = "model_revision must be a full 40-hex commit sha (e.g. from `huggingface-cli` or the Hub's commit history), not a branch or tag such as main."
   }
 }
 
@@ -335,9 +336,9 @@ variable "worker_environment" {
       "MODERATION_KAFKA_BOOTSTRAP_SERVERS", "MODERATION_KAFKA_SECURITY_PROTOCOL", "MODERATION_KAFKA_SASL_MECHANISM",
       "MODERATION_KAFKA_SASL_USERNAME", "MODERATION_GROUP_ID", "MODERATION_INPUT_TOPIC", "MODERATION_RESULTS_TOPIC",
       "MODERATION_REVIEW_TOPIC", "MODERATION_DLQ_TOPIC", "MODERATION_S3_REGION", "MODERATION_MODEL_ID",
-      "MODERATION_MODEL_REVISION", "MODERATION_HEALTH_PORT", "MODERATION_WORKER_ID",
+      "MODERATION_MODEL_REVISION", "MODERATION_MODEL_LOCAL_FILES_ONLY", "MODERATION_HEALTH_PORT", "MODERATION_WORKER_ID",
     ])) == 0
-    error_message = "worker_environment must not repeat a setting the module sets from its own variables (bootstrap servers, security protocol, SASL mechanism/username, group, topics, S3 region, model id/revision, health port, worker id)."
+    error_message = "worker_environment must not repeat a setting the module sets from its own variables (bootstrap servers, security protocol, SASL mechanism/username, group, topics, S3 region, model id/revision/local files, health port, worker id)."
   }
 
   validation {
@@ -359,16 +360,17 @@ variable "container_command" {
 
 variable "model_weights_source" {
   description = <<-EOT
-    Where the worker finds the model weights.
-    "hub": a host directory (hf_cache_host_path) is mounted at the image's HF_HOME and HF_HUB_OFFLINE=0, so the first start on an instance downloads the model from the Hugging Face hub into it and restarts reuse it (needs egress to huggingface.co).
+    Where the worker finds the model weights; null: "s3" when weights_s3_uri is set, else "hub".
+    "s3" (recommended): at every boot `aws s3 sync` copies weights_s3_uri to instance storage (the NVMe instance store when the type has one, else the root volume), mounted read-only at weights_container_path; MODERATION_MODEL_ID is that folder, HF_HUB_OFFLINE=1. No Hub, no NAT traffic per instance, one pinned copy for the whole fleet.
+    "hub": a host directory (hf_cache_host_path) is mounted at the image's HF_HOME and HF_HUB_OFFLINE=0, so the first start on an instance downloads model_id at model_revision from the Hugging Face hub (egress to huggingface.co; hf_token_ssm_parameter for gated models).
     "image": the weights are baked into the image (BAKE_MODEL_ID build arg); nothing is mounted over them and HF_HUB_OFFLINE=1.
   EOT
   type        = string
-  default     = "hub"
+  default     = null
 
   validation {
-    condition     = contains(["hub", "image"], var.model_weights_source)
-    error_message = "model_weights_source must be \"hub\" or \"image\"."
+    condition     = var.model_weights_source == null || contains(["s3", "hub", "image"], coalesce(var.model_weights_source, "x"))
+    error_message = "model_weights_source must be null, \"s3\", \"hub\" or \"image\"."
   }
 }
 
@@ -542,7 +544,7 @@ variable "bucket_access_log_bucket" {
 # --- Kafka: an existing cluster's bootstrap servers, or an MSK cluster created here ----------------
 
 variable "kafka_bootstrap_servers" {
-  description = "MODERATION_KAFKA_BOOTSTRAP_SERVERS of an existing cluster: comma-separated host:port. Leave \"\" when create_msk_cluster is true (the MSK TLS brokers are used)."
+  description = "MODERATION_KAFKA_BOOTSTRAP_SERVERS of an existing cluster: comma-separated host:port. Leave \"\" when create_msk_cluster is true (the MSK IAM brokers are used)."
   type        = string
   default     = ""
 
@@ -553,7 +555,7 @@ variable "kafka_bootstrap_servers" {
 }
 
 variable "kafka_security_protocol" {
-  description = "MODERATION_KAFKA_SECURITY_PROTOCOL. null: SSL for a created MSK cluster, otherwise the worker's default (PLAINTEXT)."
+  description = "MODERATION_KAFKA_SECURITY_PROTOCOL of an existing cluster. null: the worker's default (PLAINTEXT). A created MSK cluster always gets SASL_SSL (IAM); leave this null or SASL_SSL then."
   type        = string
   default     = null
 
@@ -564,7 +566,7 @@ variable "kafka_security_protocol" {
 }
 
 variable "kafka_sasl_mechanism" {
-  description = "MODERATION_KAFKA_SASL_MECHANISM for an existing cluster with SASL."
+  description = "MODERATION_KAFKA_SASL_MECHANISM for an existing cluster with SASL. A created MSK cluster gets AWS_MSK_IAM from the module; leave this null then."
   type        = string
   default     = null
 
@@ -597,13 +599,13 @@ variable "kafka_sasl_password_ssm_parameter" {
 }
 
 variable "create_msk_cluster" {
-  description = "Create an MSK cluster (TLS in transit, encrypted at rest, in msk_subnet_ids) and feed its TLS bootstrap brokers to the workers."
+  description = "Create an MSK cluster (three brokers in three AZs, IAM client authentication over TLS, encrypted at rest) and its four topics, and feed its IAM bootstrap brokers to the workers."
   type        = bool
   default     = false
 }
 
 variable "msk_subnet_ids" {
-  description = "Subnets for the MSK brokers (2 or 3, in distinct AZs); null uses subnet_ids."
+  description = "Subnets for the MSK brokers: exactly 3, in distinct AZs (replication factor 3 with min.insync.replicas 2 keeps acks=all writes going while MSK patches one broker at a time); null uses subnet_ids."
   type        = list(string)
   default     = null
 
@@ -636,13 +638,13 @@ variable "msk_broker_instance_type" {
 }
 
 variable "msk_broker_count" {
-  description = "Brokers of a created MSK cluster, a multiple of the number of MSK subnets; null: one per subnet."
+  description = "Brokers of a created MSK cluster, a multiple of 3 (the number of MSK subnets); null: 3."
   type        = number
   default     = null
 
   validation {
-    condition     = var.msk_broker_count == null || try(var.msk_broker_count >= 2 && floor(var.msk_broker_count) == var.msk_broker_count, false)
-    error_message = "msk_broker_count must be null or a whole number >= 2."
+    condition     = var.msk_broker_count == null || try(var.msk_broker_count >= 3 && var.msk_broker_count % 3 == 0, false)
+    error_message = "msk_broker_count must be null or a multiple of 3 (3, 6, 9, ...): one or more brokers in each of the three AZs."
   }
 }
 
@@ -680,7 +682,7 @@ variable "msk_enhanced_monitoring" {
 }
 
 variable "msk_client_cidr_blocks" {
-  description = "CIDRs of other Kafka clients (the upload services that publish requests, verdict consumers) allowed to the created cluster's TLS port 9094. The workers are always allowed."
+  description = "CIDRs of other Kafka clients (the upload services that publish requests, verdict consumers) allowed to the created cluster's IAM port 9098. They also need kafka-cluster IAM permissions of their own (see the kafka_topic_arns output). The workers are always allowed."
   type        = list(string)
   default     = []
 

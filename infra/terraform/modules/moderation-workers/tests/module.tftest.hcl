@@ -6,14 +6,16 @@ mock_provider "aws" {
 
 variables {
   vpc_id                      = "vpc-0123456789abcdef0"
-  subnet_ids                  = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
+  subnet_ids                  = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1", "subnet-0123456789abcdef2"]
   metrics_ingress_cidr_blocks = ["10.20.0.0/16"]
   container_image             = "123456789012.dkr.ecr.us-east-1.amazonaws.com/moderation-worker:1.4.2"
   create_bucket_name          = "acme-moderation-images"
   create_msk_cluster          = true
+  model_revision              = "0123456789abcdef0123456789abcdef01234567"
+  weights_s3_uri              = "s3://acme-models/zai-org/GLM-4.6V-Flash/0123456789abcdef0123456789abcdef01234567/"
 }
 
-# --- Defaults: created bucket, created MSK, ECR image ----------------------------------------------
+# --- Defaults: created bucket, created MSK, ECR image, S3 weights -----------------------------------
 
 run "launch_template_is_hardened_gpu" {
   command = apply
@@ -72,62 +74,55 @@ run "user_data_runs_worker_on_gpu" {
   command = apply
 
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.workers.user_data), "--gpus all")
-    error_message = "The container must get the GPU (--gpus all)."
-  }
-
-  assert {
     condition = alltrue([for flag in [
-      "--restart unless-stopped",
-      "--stop-timeout 180",
-      "--volume '/var/lib/moderation-worker/huggingface:/models/hf'",
+      "/usr/bin/docker run --rm --name moderation-worker --gpus all --stop-timeout 180",
+      "--env-file /run/moderation-worker/worker.env",
       "--publish 8080:8080",
-      "--log-driver awslogs",
-      "--env-file /etc/moderation-worker/worker.env",
+      "--log-driver none",
       "'123456789012.dkr.ecr.us-east-1.amazonaws.com/moderation-worker:1.4.2' 'run'\n",
-    ] : strcontains(base64decode(aws_launch_template.workers.user_data), flag)])
-    error_message = "docker run must set the restart policy, stop timeout, HF cache mount, health port, awslogs and the command."
+    ] : strcontains(module.boot.files["/etc/systemd/system/moderation-worker.service"].content, flag)])
+    error_message = "The worker unit must run the image with the GPU, the stop timeout, the tmpfs env file, the health port and the command."
   }
 
   assert {
     condition = alltrue([for line in [
-      "MODERATION_KAFKA_BOOTSTRAP_SERVERS=b-1.moderationworker.abc123.c2.kafka.us-east-1.amazonaws.com:9094,b-2.moderationworker.abc123.c2.kafka.us-east-1.amazonaws.com:9094\n",
-      "MODERATION_KAFKA_SECURITY_PROTOCOL=SSL\n",
+      "MODERATION_KAFKA_BOOTSTRAP_SERVERS=b-1.moderationworker.abc123.c2.kafka.us-east-1.amazonaws.com:9098,b-2.moderationworker.abc123.c2.kafka.us-east-1.amazonaws.com:9098,b-3.moderationworker.abc123.c2.kafka.us-east-1.amazonaws.com:9098\n",
+      "MODERATION_KAFKA_SECURITY_PROTOCOL=SASL_SSL\n",
+      "MODERATION_KAFKA_SASL_MECHANISM=AWS_MSK_IAM\n",
+      "AWS_DEFAULT_REGION=us-east-1\n",
       "MODERATION_GROUP_ID=moderation-worker\n",
       "MODERATION_INPUT_TOPIC=moderation.requests\n",
       "MODERATION_DLQ_TOPIC=moderation.dlq\n",
       "MODERATION_S3_REGION=us-east-1\n",
-      "MODERATION_MODEL_ID=zai-org/GLM-4.6V-Flash\n",
       "MODERATION_HEALTH_PORT=8080\n",
-      "HF_HOME=/models/hf\n",
-      "HF_HUB_OFFLINE=0\n",
-    ] : strcontains(base64decode(aws_launch_template.workers.user_data), line)])
-    error_message = "The env file must carry the worker settings, with the MSK TLS brokers as bootstrap servers."
+    ] : strcontains(module.boot.script, line)])
+    error_message = "The env file must carry the worker settings, with the MSK IAM brokers, SASL_SSL + AWS_MSK_IAM and the region for botocore."
   }
 
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.workers.user_data), "docker login --username AWS --password-stdin '123456789012.dkr.ecr.us-east-1.amazonaws.com'")
-    error_message = "An ECR image needs an ECR login before the pull."
+    condition     = strcontains(module.boot.node_script, "docker login --username AWS --password-stdin '123456789012.dkr.ecr.us-east-1.amazonaws.com'") && strcontains(module.boot.node_script, "retry 5 ecr_login")
+    error_message = "An ECR image needs an ECR login (retried) before the pull."
   }
 
   assert {
-    condition     = !strcontains(base64decode(aws_launch_template.workers.user_data), "MODERATION_KAFKA_SASL_PASSWORD")
-    error_message = "No password without kafka_sasl_password_ssm_parameter."
+    condition     = !strcontains(module.boot.script, "MODERATION_KAFKA_SASL_PASSWORD") && !strcontains(module.boot.script, "HF_TOKEN")
+    error_message = "No secrets are read without their parameters."
   }
 
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.workers.user_data), "--lifecycle-hook-name 'moderation-worker-drain'")
-    error_message = "The lifecycle watcher must complete the drain hook."
+    condition     = strcontains(module.boot.script, "trap '/usr/local/sbin/moderation-worker-node fail") && strcontains(module.boot.node_script, "trap 'cmd_fail \"prepare failed")
+    error_message = "A failed first boot or prepare must abandon the launch / mark the instance unhealthy."
+  }
+
+  # EC2 limits user data to 16 KB; the script goes gzip-compressed (cloud-init unpacks it).
+  assert {
+    condition     = aws_launch_template.workers.user_data == module.boot.user_data_base64 && module.boot.user_data_base64 == base64gzip(module.boot.script)
+    error_message = "The launch template must carry the gzip-compressed, base64-encoded boot script."
   }
 
   assert {
-    condition     = strcontains(base64decode(aws_launch_template.workers.user_data), "set-instance-health") && strcontains(base64decode(aws_launch_template.workers.user_data), "trap 'fail_bootstrap")
-    error_message = "A failed bootstrap must mark the instance unhealthy."
-  }
-
-  assert {
-    condition     = length(base64decode(aws_launch_template.workers.user_data)) < 16384
-    error_message = "EC2 user data is limited to 16 KB."
+    condition     = length(aws_launch_template.workers.user_data) <= 16384
+    error_message = "The launch template's user data must stay within 16 KB (base64 of the gzip)."
   }
 }
 
@@ -135,16 +130,16 @@ run "asg_rolls_out_template_versions" {
   command = apply
 
   assert {
-    condition     = aws_autoscaling_group.workers.launch_template[0].version == tostring(aws_launch_template.workers.latest_version)
+    condition = (
+      aws_autoscaling_group.workers.mixed_instances_policy[0].launch_template[0].launch_template_specification[0].version == tostring(aws_launch_template.workers.latest_version)
+      && aws_autoscaling_group.workers.mixed_instances_policy[0].launch_template[0].launch_template_specification[0].launch_template_id == aws_launch_template.workers.id
+    )
     error_message = "The ASG must run the latest launch template version."
   }
 
   assert {
-    condition = (
-      aws_autoscaling_group.workers.instance_refresh[0].strategy == "Rolling"
-      && aws_autoscaling_group.workers.instance_refresh[0].preferences[0].min_healthy_percentage == 90
-    )
-    error_message = "A new template version must roll out through a Rolling instance refresh keeping 90% healthy."
+    condition     = aws_autoscaling_group.workers.instance_refresh[0].strategy == "Rolling"
+    error_message = "A new template version must roll out through a Rolling instance refresh."
   }
 
   assert {
@@ -195,6 +190,19 @@ run "instance_policy_is_least_privilege" {
   }
 
   assert {
+    condition     = one([for s in data.aws_iam_policy_document.workers.statement : s.resources if s.sid == "ReadWeights"]) == toset(["arn:aws:s3:::acme-models/zai-org/GLM-4.6V-Flash/0123456789abcdef0123456789abcdef01234567/*"])
+    error_message = "The weights read must be GetObject on exactly the weights prefix."
+  }
+
+  assert {
+    condition = anytrue([for s in data.aws_iam_policy_document.workers.statement :
+      s.sid == "ListWeightsPrefix" && s.actions == toset(["s3:ListBucket"]) && s.resources == toset(["arn:aws:s3:::acme-models"])
+      && anytrue([for c in s.condition : c.test == "StringLike" && c.variable == "s3:prefix" && toset(c.values) == toset(["zai-org/GLM-4.6V-Flash/0123456789abcdef0123456789abcdef01234567/*"])])
+    ])
+    error_message = "Listing the weights bucket must be conditioned on the weights prefix."
+  }
+
+  assert {
     condition     = alltrue(flatten([for s in data.aws_iam_policy_document.workers.statement : [for a in s.actions : !strcontains(a, "*")]]))
     error_message = "No wildcard actions (s3:*, *)."
   }
@@ -207,18 +215,35 @@ run "instance_policy_is_least_privilege" {
   assert {
     condition = alltrue(flatten([for s in data.aws_iam_policy_document.workers.statement : [
       for r in s.resources : r == "arn:aws:s3:::acme-moderation-images" || startswith(r, "arn:aws:s3:::acme-moderation-images/")
-    ] if anytrue([for a in s.actions : startswith(a, "s3:")])]))
-    error_message = "S3 statements must name only the images bucket."
+    ] if anytrue([for a in s.actions : startswith(a, "s3:")]) && !endswith(s.sid, "Weights") && s.sid != "ListWeightsPrefix"]))
+    error_message = "The image S3 statements must name only the images bucket."
   }
 
   assert {
-    condition     = one([for s in data.aws_iam_policy_document.workers.statement : s.resources if contains(s.actions, "s3:GetObject")]) == toset(["arn:aws:s3:::acme-moderation-images/*"])
+    condition     = one([for s in data.aws_iam_policy_document.workers.statement : s.resources if s.sid == "ReadImages"]) == toset(["arn:aws:s3:::acme-moderation-images/*"])
     error_message = "GetObject must be on the bucket's objects."
   }
 
   assert {
-    condition     = toset(flatten([for s in data.aws_iam_policy_document.workers.statement : s.actions if contains(s.resources, "*")])) == toset(["ecr:GetAuthorizationToken"])
-    error_message = "Only ecr:GetAuthorizationToken (no resource-level permissions) may use resource \"*\"."
+    condition     = toset(flatten([for s in data.aws_iam_policy_document.workers.statement : s.actions if contains(s.resources, "*")])) == toset(["ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"])
+    error_message = "Only ecr:GetAuthorizationToken and cloudwatch:PutMetricData (no resource-level permissions) may use resource \"*\"."
+  }
+
+  assert {
+    condition = anytrue([for s in data.aws_iam_policy_document.workers.statement :
+      s.actions == toset(["cloudwatch:PutMetricData"]) && anytrue([for c in s.condition : c.variable == "cloudwatch:namespace" && toset(c.values) == toset(["ModerationWorker"])])
+    ])
+    error_message = "The agent's PutMetricData must be conditioned on metrics_namespace."
+  }
+
+  assert {
+    condition = one([for s in data.aws_iam_policy_document.workers.statement : s.resources if s.sid == "WriteWorkerLogs"]) == toset([
+      "arn:aws:logs:us-east-1:123456789012:log-group:/moderation-worker/moderation-worker",
+      "arn:aws:logs:us-east-1:123456789012:log-group:/moderation-worker/moderation-worker:log-stream:*",
+      "arn:aws:logs:us-east-1:123456789012:log-group:/moderation-worker/moderation-worker/metrics",
+      "arn:aws:logs:us-east-1:123456789012:log-group:/moderation-worker/moderation-worker/metrics:log-stream:*",
+    ])
+    error_message = "The agent may write to the worker and metrics log groups only."
   }
 
   assert {
@@ -229,15 +254,18 @@ run "instance_policy_is_least_privilege" {
   assert {
     condition = toset(flatten([for s in data.aws_iam_policy_document.workers.statement : s.actions])) == toset([
       "s3:GetObject", "s3:ListBucket", "ecr:GetAuthorizationToken", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
-      "ecr:BatchCheckLayerAvailability", "logs:CreateLogStream", "logs:PutLogEvents", "autoscaling:CompleteLifecycleAction",
-      "autoscaling:SetInstanceHealth",
+      "ecr:BatchCheckLayerAvailability", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams",
+      "cloudwatch:PutMetricData", "autoscaling:CompleteLifecycleAction", "autoscaling:SetInstanceHealth",
+      "kafka-cluster:Connect", "kafka-cluster:WriteDataIdempotently", "kafka-cluster:DescribeTopic", "kafka-cluster:ReadData",
+      "kafka-cluster:WriteData", "kafka-cluster:DescribeGroup", "kafka-cluster:AlterGroup", "kafka-cluster:CreateTopic",
+      "kafka-cluster:DescribeTopicDynamicConfiguration",
     ])
-    error_message = "The default role may do exactly: read images, pull its image, write its logs, drain and report health in its ASG."
+    error_message = "The default role may do exactly: read images and weights, pull its image, ship logs and metrics, complete hooks and report health in its ASG, use its topics and group."
   }
 
   assert {
-    condition     = one([for s in data.aws_iam_policy_document.workers.statement : s.resources if contains(s.actions, "autoscaling:SetInstanceHealth")]) == toset([aws_autoscaling_group.workers.arn])
-    error_message = "Lifecycle and health actions must be limited to the workers' own ASG."
+    condition     = one([for s in data.aws_iam_policy_document.workers.statement : s.resources if contains(s.actions, "autoscaling:SetInstanceHealth")]) == toset(["arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:*:autoScalingGroupName/moderation-worker"])
+    error_message = "Lifecycle and health actions must be limited to the workers' own ASG, by an ARN built from its name."
   }
 
   assert {
@@ -322,18 +350,34 @@ run "msk_cluster_is_encrypted_and_private" {
   }
 
   assert {
-    condition     = aws_msk_cluster.this[0].number_of_broker_nodes == 2
-    error_message = "One broker per subnet by default."
+    condition     = aws_msk_cluster.this[0].number_of_broker_nodes == 3 && length(aws_msk_cluster.this[0].broker_node_group_info[0].client_subnets) == 3
+    error_message = "Three brokers in three subnets by default."
   }
 
   assert {
-    condition     = aws_vpc_security_group_ingress_rule.msk_from_workers[0].referenced_security_group_id == aws_security_group.workers.id && aws_vpc_security_group_ingress_rule.msk_from_workers[0].from_port == 9094
-    error_message = "The workers must reach the brokers' TLS port."
+    condition = alltrue([for p in [
+      "auto.create.topics.enable=false\n", "default.replication.factor=3\n", "min.insync.replicas=2\n",
+      "unclean.leader.election.enable=false\n", "offsets.retention.minutes=43200\n",
+    ] : strcontains(aws_msk_configuration.this[0].server_properties, p)])
+    error_message = "RF 3, min ISR 2, no auto-created topics, no unclean election, and 30 days of group offsets."
   }
 
   assert {
-    condition     = output.kafka_bootstrap_servers == aws_msk_cluster.this[0].bootstrap_brokers_tls
-    error_message = "The workers must use the MSK TLS bootstrap brokers."
+    condition = (
+      aws_msk_cluster.this[0].client_authentication[0].unauthenticated == false
+      && aws_msk_cluster.this[0].client_authentication[0].sasl[0].iam == true
+    )
+    error_message = "Clients must authenticate with IAM; unauthenticated access must be off."
+  }
+
+  assert {
+    condition     = aws_vpc_security_group_ingress_rule.msk_from_workers[0].referenced_security_group_id == aws_security_group.workers.id && aws_vpc_security_group_ingress_rule.msk_from_workers[0].from_port == 9098
+    error_message = "The workers must reach the brokers' IAM port."
+  }
+
+  assert {
+    condition     = output.kafka_bootstrap_servers == aws_msk_cluster.this[0].bootstrap_brokers_sasl_iam && output.kafka_security_protocol == "SASL_SSL"
+    error_message = "The workers must use the MSK IAM bootstrap brokers over SASL_SSL."
   }
 }
 
@@ -395,8 +439,12 @@ run "scales_and_alarms_on_msk_lag" {
   }
 
   assert {
-    condition     = output.alarm_arns.consumer_lag == aws_cloudwatch_metric_alarm.lag_high.arn && output.alarm_arns.dlq_rate == aws_cloudwatch_metric_alarm.dlq_rate.arn
-    error_message = "alarm_arns must list both alarms."
+    condition = (
+      output.alarm_arns.consumer_lag == aws_cloudwatch_metric_alarm.lag_high.arn && output.alarm_arns.dlq_rate == aws_cloudwatch_metric_alarm.dlq_rate.arn
+      && output.alarm_arns.consumer_time_lag == aws_cloudwatch_metric_alarm.time_lag_high[0].arn
+      && output.alarm_arns.results_heartbeat == aws_cloudwatch_metric_alarm.results_heartbeat.arn
+    )
+    error_message = "alarm_arns must list every alarm."
   }
 }
 
@@ -414,6 +462,9 @@ run "existing_bucket_prefix_custom_metrics_sasl" {
     container_image                   = "ghcr.io/acme/moderation-worker@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
     create_msk_cluster                = false
     kafka_bootstrap_servers           = "kafka-1.internal:9096,kafka-2.internal:9096"
+    weights_s3_uri                    = null
+    hf_token_ssm_parameter            = "/moderation/hf-token"
+    secrets_kms_key_arn               = "arn:aws:kms:us-east-1:123456789012:key/66666666-7777-8888-9999-000000000000"
     kafka_security_protocol           = "SASL_SSL"
     kafka_sasl_mechanism              = "SCRAM-SHA-512"
     kafka_sasl_username               = "moderation-worker"
@@ -451,8 +502,53 @@ run "existing_bucket_prefix_custom_metrics_sasl" {
   }
 
   assert {
-    condition     = !anytrue([for s in data.aws_iam_policy_document.workers.statement : anytrue([for a in s.actions : startswith(a, "ecr:")])])
-    error_message = "A non-ECR image gets no ECR permissions."
+    condition     = !anytrue([for s in data.aws_iam_policy_document.workers.statement : anytrue([for a in s.actions : startswith(a, "ecr:") || startswith(a, "kafka-cluster:")])])
+    error_message = "A non-ECR image gets no ECR permissions, an existing cluster no MSK IAM permissions."
+  }
+
+  assert {
+    condition     = length([for s in data.aws_iam_policy_document.workers.statement : s if endswith(s.sid, "Weights") || s.sid == "ListWeightsPrefix"]) == 0
+    error_message = "Hub weights need no S3 weights grant."
+  }
+
+  assert {
+    condition = anytrue([for s in data.aws_iam_policy_document.workers.statement :
+      s.sid == "ReadHubToken" && s.actions == toset(["ssm:GetParameter"]) && s.resources == toset(["arn:aws:ssm:us-east-1:123456789012:parameter/moderation/hf-token"])
+    ])
+    error_message = "The role may read exactly the Hub token parameter."
+  }
+
+  assert {
+    condition = anytrue([for s in data.aws_iam_policy_document.workers.statement :
+      s.actions == toset(["kms:Decrypt"]) && s.resources == toset([var.secrets_kms_key_arn])
+      && anytrue([for c in s.condition : c.variable == "kms:ViaService" && toset(c.values) == toset(["ssm.us-east-1.amazonaws.com"])])
+    ])
+    error_message = "kms:Decrypt on the secrets key only through SSM."
+  }
+
+  assert {
+    condition = (
+      strcontains(module.boot.node_script, "append_secret HF_TOKEN '/moderation/hf-token' \"$tmp\"")
+      && strcontains(module.boot.node_script, "append_secret MODERATION_KAFKA_SASL_PASSWORD '/moderation/kafka-password' \"$tmp\"")
+      && strcontains(module.boot.node_script, "value=$(awsc ssm get-parameter --name \"$2\" --with-decryption")
+      && strcontains(module.boot.node_script, "readonly NAME='moderation-worker' IMAGE='ghcr.io/acme/moderation-worker@sha256:")
+    )
+    error_message = "The Hub token and the Kafka password must be read from SSM (retried) into the env file at boot."
+  }
+
+  assert {
+    condition     = !strcontains(module.boot.script, "HF_TOKEN=") && !strcontains(module.boot.script, "MODERATION_KAFKA_SASL_PASSWORD=")
+    error_message = "No secret value may be in user data."
+  }
+
+  assert {
+    condition = (
+      strcontains(module.boot.script, "HF_HUB_OFFLINE=0\n") && strcontains(module.boot.script, "MODERATION_MODEL_ID=zai-org/GLM-4.6V-Flash\n")
+      && !strcontains(module.boot.script, "MODERATION_MODEL_LOCAL_FILES_ONLY")
+      && strcontains(module.boot.files["/etc/systemd/system/moderation-worker.service"].content, "--volume '/var/lib/moderation-worker/huggingface:/models/hf'")
+      && !strcontains(module.boot.node_script, "s3 sync")
+    )
+    error_message = "Hub weights: the host cache is mounted at HF_HOME and the hub is online; nothing is synced from S3."
   }
 
   assert {
@@ -474,16 +570,21 @@ run "existing_bucket_prefix_custom_metrics_sasl" {
       "MODERATION_KAFKA_BOOTSTRAP_SERVERS=kafka-1.internal:9096,kafka-2.internal:9096\n",
       "MODERATION_KAFKA_SECURITY_PROTOCOL=SASL_SSL\n",
       "MODERATION_KAFKA_SASL_MECHANISM=SCRAM-SHA-512\n",
+      "MODERATION_KAFKA_SASL_USERNAME=moderation-worker\n",
       "MODERATION_S3_REGION=eu-west-1\n",
       "MODERATION_BATCH_SIZE=32\n",
-      "aws ssm get-parameter --region \"$REGION\" --name '/moderation/kafka-password' --with-decryption",
-    ] : strcontains(base64decode(aws_launch_template.workers.user_data), needle)])
-    error_message = "The env file must carry the existing cluster's settings, and the password must be fetched at boot."
+    ] : strcontains(module.boot.script, needle)])
+    error_message = "The env file must carry the existing SCRAM cluster's settings."
   }
 
   assert {
-    condition     = !strcontains(base64decode(aws_launch_template.workers.user_data), "docker login")
-    error_message = "No ECR login for a non-ECR image."
+    condition     = !strcontains(module.boot.node_script, "docker login") && !strcontains(module.boot.node_script, "topics ensure")
+    error_message = "No ECR login for a non-ECR image; no topic bootstrap on an existing cluster (its operator creates the topics)."
+  }
+
+  assert {
+    condition     = length(aws_cloudwatch_metric_alarm.time_lag_high) == 0
+    error_message = "The time-lag alarm needs MSK metrics."
   }
 
   assert {
@@ -526,16 +627,18 @@ run "pinned_ami_session_manager_baked_weights" {
     enable_ssm_session_manager = true
     instance_type              = "g6e.xlarge"
     model_weights_source       = "image"
+    weights_s3_uri             = null
     container_command          = ["run", "--max-events=1000"]
   }
 
   assert {
     condition = (
-      !strcontains(base64decode(aws_launch_template.workers.user_data), "--volume")
-      && strcontains(base64decode(aws_launch_template.workers.user_data), "HF_HUB_OFFLINE=1\n")
-      && strcontains(base64decode(aws_launch_template.workers.user_data), ":1.4.2' 'run' '--max-events=1000'\n")
+      !strcontains(module.boot.files["/etc/systemd/system/moderation-worker.service"].content, "--volume")
+      && strcontains(module.boot.script, "HF_HUB_OFFLINE=1\n")
+      && strcontains(module.boot.script, "MODERATION_MODEL_LOCAL_FILES_ONLY=true\n")
+      && strcontains(module.boot.files["/etc/systemd/system/moderation-worker.service"].content, ":1.4.2' 'run' '--max-events=1000'\n")
     )
-    error_message = "Baked weights: no cache mount over them, hub offline; the command passes through."
+    error_message = "Baked weights: no mount over them, hub offline; the command passes through."
   }
 
   assert {

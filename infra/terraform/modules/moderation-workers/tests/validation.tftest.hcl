@@ -7,12 +7,13 @@ mock_provider "aws" {
 
 variables {
   vpc_id                      = "vpc-0123456789abcdef0"
-  subnet_ids                  = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
+  subnet_ids                  = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1", "subnet-0123456789abcdef2"]
   metrics_ingress_cidr_blocks = ["10.20.0.0/16"]
   container_image             = "123456789012.dkr.ecr.us-east-1.amazonaws.com/moderation-worker:1.4.2"
   create_bucket_name          = "acme-moderation-images"
   kafka_bootstrap_servers     = "kafka-1.internal:9092"
   lag_metric_source           = "custom"
+  model_revision              = "0123456789abcdef0123456789abcdef01234567"
 }
 
 run "baseline_is_valid" {
@@ -39,6 +40,85 @@ run "rejects_arm_gpu_instance_type" {
   }
 
   expect_failures = [var.instance_type]
+}
+
+run "accepts_single_gpu_instance_type" {
+  command = plan
+
+  variables {
+    instance_type  = "g6.xlarge"
+    instance_types = ["g5.16xlarge", "g6e.2xlarge", "g4dn.xlarge", "gr6.4xlarge"]
+  }
+}
+
+run "rejects_multi_gpu_instance_type" {
+  command = plan
+
+  variables {
+    instance_type = "g6.12xlarge"
+  }
+
+  expect_failures = [var.instance_type]
+}
+
+run "rejects_p_instance_type" {
+  command = plan
+
+  variables {
+    instance_type = "p5.48xlarge"
+  }
+
+  expect_failures = [var.instance_type]
+}
+
+run "rejects_multi_gpu_in_instance_types" {
+  command = plan
+
+  variables {
+    instance_types = ["g5.xlarge", "g5.48xlarge"]
+  }
+
+  expect_failures = [var.instance_types]
+}
+
+run "rejects_spot_drain_beyond_the_notice" {
+  command = plan
+
+  variables {
+    spot_drain_seconds = 120
+  }
+
+  expect_failures = [var.spot_drain_seconds]
+}
+
+run "rejects_spot_percentage_above_100" {
+  command = plan
+
+  variables {
+    spot_percentage_above_base = 150
+  }
+
+  expect_failures = [var.spot_percentage_above_base]
+}
+
+run "rejects_launch_timeout_beyond_hook_limit" {
+  command = plan
+
+  variables {
+    launch_timeout_seconds = 9000
+  }
+
+  expect_failures = [var.launch_timeout_seconds]
+}
+
+run "rejects_zero_watchdog_threshold" {
+  command = plan
+
+  variables {
+    watchdog_failure_threshold = 0
+  }
+
+  expect_failures = [var.watchdog_failure_threshold]
 }
 
 run "rejects_root_volume_smaller_than_ami" {
@@ -69,6 +149,69 @@ run "rejects_untagged_image" {
   }
 
   expect_failures = [var.container_image]
+}
+
+# --- Model and weights -------------------------------------------------------------------------
+
+run "rejects_branch_as_model_revision" {
+  command = plan
+
+  variables {
+    model_revision = "main"
+  }
+
+  expect_failures = [var.model_revision]
+}
+
+run "rejects_short_sha_as_model_revision" {
+  command = plan
+
+  variables {
+    model_revision = "0123456"
+  }
+
+  expect_failures = [var.model_revision]
+}
+
+run "rejects_weights_uri_without_prefix" {
+  command = plan
+
+  variables {
+    weights_s3_uri = "s3://acme-models"
+  }
+
+  expect_failures = [var.weights_s3_uri]
+}
+
+run "rejects_s3_weights_without_uri" {
+  command = plan
+
+  variables {
+    model_weights_source = "s3"
+  }
+
+  expect_failures = [aws_launch_template.workers]
+}
+
+run "rejects_weights_uri_with_hub_source" {
+  command = plan
+
+  variables {
+    model_weights_source = "hub"
+    weights_s3_uri       = "s3://acme-models/glm/0123456789abcdef0123456789abcdef01234567/"
+  }
+
+  expect_failures = [aws_launch_template.workers]
+}
+
+run "rejects_malformed_hf_token_parameter" {
+  command = plan
+
+  variables {
+    hf_token_ssm_parameter = "moderation hf token"
+  }
+
+  expect_failures = [var.hf_token_ssm_parameter]
 }
 
 # --- Capacity ----------------------------------------------------------------------------------
@@ -262,6 +405,42 @@ run "rejects_malformed_bootstrap_servers" {
   expect_failures = [var.kafka_bootstrap_servers]
 }
 
+run "rejects_sasl_settings_with_created_msk" {
+  command = plan
+
+  variables {
+    kafka_bootstrap_servers = ""
+    create_msk_cluster      = true
+    kafka_sasl_mechanism    = "SCRAM-SHA-512"
+    kafka_sasl_username     = "moderation-worker"
+  }
+
+  expect_failures = [aws_launch_template.workers]
+}
+
+run "rejects_fewer_partitions_than_workers" {
+  command = plan
+
+  variables {
+    kafka_bootstrap_servers = ""
+    create_msk_cluster      = true
+    max_size                = 16
+    kafka_topic_partitions  = 8
+  }
+
+  expect_failures = [aws_launch_template.workers]
+}
+
+run "rejects_msk_broker_count_not_multiple_of_three" {
+  command = plan
+
+  variables {
+    msk_broker_count = 4
+  }
+
+  expect_failures = [var.msk_broker_count]
+}
+
 run "rejects_plaintext_to_created_msk" {
   command = plan
 
@@ -274,13 +453,13 @@ run "rejects_plaintext_to_created_msk" {
   expect_failures = [aws_launch_template.workers]
 }
 
-run "rejects_msk_in_one_subnet" {
+run "rejects_msk_in_two_subnets" {
   command = plan
 
   variables {
     kafka_bootstrap_servers = ""
     create_msk_cluster      = true
-    subnet_ids              = ["subnet-0123456789abcdef0"]
+    subnet_ids              = ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]
   }
 
   expect_failures = [aws_msk_cluster.this]

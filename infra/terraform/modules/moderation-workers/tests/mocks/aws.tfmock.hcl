@@ -39,8 +39,8 @@ mock_data "aws_iam_policy_document" {
 
 mock_resource "aws_msk_cluster" {
   defaults = {
-    arn                   = "arn:aws:kafka:us-east-1:123456789012:cluster/moderation-worker/11111111-2222-3333-4444-555555555555-1"
-    bootstrap_brokers_tls = "b-1.moderationworker.abc123.c2.kafka.us-east-1.amazonaws.com:9094,b-2.moderationworker.abc123.c2.kafka.us-east-1.amazonaws.com:9094"
+    arn                        = "arn:aws:kafka:us-east-1:123456789012:cluster/moderation-worker/11111111-2222-3333-4444-555555555555-1"
+    bootstrap_brokers_sasl_iam = "b-1.moderationworker.abc123.c2.kafka.us-east-1.amazonaws.com:9098,b-2.moderationworker.abc123.c2.kafka.us-east-1.amazonaws.com:9098,b-3.moderationworker.abc123.c2.kafka.us-east-1.amazonaws.com:9098"
   }
 }
 
@@ -57,9 +57,16 @@ mock_resource "aws_cloudwatch_log_group" {
   }
 }
 
+# A real group ARN carries a UUID; the role policy must not use it (it builds the ARN from the name).
 mock_resource "aws_autoscaling_group" {
   defaults = {
     arn = "arn:aws:autoscaling:us-east-1:123456789012:autoScalingGroup:11111111-2222-3333-4444-555555555555:autoScalingGroupName/moderation-worker"
+  }
+}
+
+mock_resource "aws_autoscaling_policy" {
+  defaults = {
+    arn = "arn:aws:autoscaling:us-east-1:123456789012:scalingPolicy:11111111-2222-3333-4444-555555555555:autoScalingGroupName/moderation-worker:policyName/moderation-worker-start-from-zero"
   }
 }
 
