@@ -23,6 +23,7 @@ SECTIONS = {
     5: "gpu",
     6: "review_console",
     7: "api_load",
+    8: "specialists",
 }
 
 

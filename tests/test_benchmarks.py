@@ -17,7 +17,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-SECTIONS = {"1", "2", "3", "4", "5", "6", "7"}
+SECTIONS = {"1", "2", "3", "4", "5", "6", "7", "8"}
 
 pytestmark = pytest.mark.slow
 
