@@ -9,6 +9,8 @@ the database file's write lock on SQLite.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
@@ -41,11 +43,24 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     dbapi_connection.isolation_level = None  # autocommit at the driver: SQLAlchemy's BEGIN decides
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA busy_timeout=30000")  # first: the pragmas below may wait on a lock too
+    _switch_to_wal(cursor)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
     cursor.close()
+
+
+def _switch_to_wal(cursor, *, attempts: int = 50) -> None:
+    # Switching a new database to WAL takes an exclusive lock, and SQLite answers "database is
+    # locked" at once (without its busy handler) when replicas starting together all try: retry.
+    for attempt in range(attempts):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
