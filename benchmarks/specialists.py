@@ -9,13 +9,21 @@ price. The ratios say what a hash hit (the VLM skipped for the image) and a spec
 
 from __future__ import annotations
 
+import json
+
 from PIL import Image, ImageDraw, ImageFont
 
 from benchmarks import photos
 from benchmarks.fixtures import Context, default_pack, load_scorer
-from benchmarks.report import SectionResult, Table, fmt
+from benchmarks.report import REPO, SectionResult, Table, fmt
 from benchmarks.timing import interleaved, progress, ratio
+from moderation_worker.app import build_pipeline
+from moderation_worker.cache import BoundedLRUCache
+from moderation_worker.config import Settings
+from moderation_worker.fetch import LocalFileFetcher
 from moderation_worker.model.base import ScoringRequest
+from moderation_worker.outcomes import InboundRecord, OutcomeKind
+from moderation_worker.policies import load_policy_pack
 
 
 def _screenshot() -> Image.Image:
@@ -57,17 +65,53 @@ def run(ctx: Context) -> SectionResult:
     if matcher.match(photo) is None:
         raise RuntimeError("the benchmark photo does not match its own hash")
 
+    # The whole pipeline on a batch of 8 (4 photos, 4 screenshots), verdict cache off: the default pack
+    # against the same pack with the specialists (OCR on personal_data, nudity on sexual_content).
+    batch_dir = ctx.cache_dir / "specialists-batch"
+    batch_dir.mkdir(parents=True, exist_ok=True)
+    batch = []
+    for index in range(4):
+        photo.save(batch_dir / f"photo-{index}.jpg", quality=90 - index)  # distinct bytes, no dedup
+        screenshot.save(batch_dir / f"shot-{index}.png", optimize=index % 2 == 1)
+        batch += [batch_dir / f"photo-{index}.jpg", batch_dir / f"shot-{index}.png"]
+    pipelines = {
+        name: build_pipeline(
+            Settings(worker_id="benchmark", health_port=None, policy_pack=path),
+            scorer=scorer,
+            pack=load_policy_pack(path),
+            verdict_cache=BoundedLRUCache(0),
+            fetcher=LocalFileFetcher(max_bytes=16 * 2**20),
+        )
+        for name, path in (("default", REPO / "policies/default.yaml"),
+                           ("specialists", REPO / "policies/specialists.yaml"))
+    }  # fmt: skip
+    records = [
+        InboundRecord(topic="b", partition=0, offset=n, key=None,
+                      value=json.dumps({"event_id": f"b{n}", "image_url": str(path)}).encode())
+        for n, path in enumerate(batch)
+    ]  # fmt: skip
+
+    def process(pipeline):
+        outcomes = pipeline.process(records)
+        if any(o.kind is not OutcomeKind.RESULT for o in outcomes):
+            raise RuntimeError(f"the benchmark batch did not score: {[o.error for o in outcomes]}")
+
     variants = {
         "ocr/screenshot": lambda: ocr.analyse(screenshot) and None,
         "ocr/photo": lambda: ocr.analyse(photo) and None,
         "nudity/photo": lambda: nudity.analyse(photo) and None,
         "hash_match/photo": lambda: matcher.analyse(photo) and None,
         "vlm/photo": lambda: scorer.score([ScoringRequest(model_input, "bench-photo", prompts)]) and None,
+        "pipeline/default": lambda: process(pipelines["default"]),
+        "pipeline/specialists": lambda: process(pipelines["specialists"]),
     }
     progress(f"section 8: {ctx.warmup} + {ctx.repeats} rounds of {', '.join(variants)}")
     result.figures = interleaved(variants, repeats=ctx.repeats, warmup=ctx.warmup)
     result.ratios["vlm_over_hash_match"] = ratio(result.figures, "vlm/photo", "hash_match/photo")
     result.ratios["vlm_over_nudity"] = ratio(result.figures, "vlm/photo", "nudity/photo")
+    result.ratios["pipeline_specialists_over_default"] = ratio(
+        result.figures, "pipeline/specialists", "pipeline/default"
+    )
     result.info = {
         "model": ctx.shape.describe(),
         "policies": len(prompts),
@@ -78,6 +122,15 @@ def run(ctx: Context) -> SectionResult:
     vlm = result.figures["vlm/photo"].median
     for name, figure in result.figures.items():
         what, image = name.split("/")
+        if what == "pipeline":
+            continue
         table.add(what, image, fmt(figure.median), "-" if what == "vlm" else f"{vlm / figure.median:.1f}x")
     result.tables.append(("milliseconds per image, 2 cores", table))
+    whole = Table(["pack", "ms per batch of 8 (4 photos, 4 screenshots)", "images/s"])
+    for name in ("default", "specialists"):
+        median = result.figures[f"pipeline/{name}"].median
+        whole.add(name, fmt(median), fmt(8000 / median))
+    result.tables.append(("the pipeline with and without the specialists", whole))
+    for pipeline in pipelines.values():
+        pipeline.close()
     return result

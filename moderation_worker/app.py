@@ -25,6 +25,7 @@ from moderation_worker.policies import PolicyPack, load_policy_pack
 from moderation_worker.publish import OutcomePublisher, Topics
 from moderation_worker.retry import ObjectRetries, PartitionBackoff
 from moderation_worker.signals import StopSignal
+from moderation_worker.specialists.stage import SpecialistStage
 from moderation_worker.transfer import Transfers
 from moderation_worker.worker import StopConditions, Worker
 
@@ -94,7 +95,11 @@ def build_pipeline(
     verdict_cache: BoundedLRUCache | None = None,
     fetcher: Fetcher | None = None,
     stop: StopSignal | None = None,
+    specialists: SpecialistStage | None = None,
 ) -> Pipeline:
+    """The pipeline; the specialists the pack needs are built here unless given."""
+    if specialists is None:
+        specialists = SpecialistStage.for_pack(pack, concurrency=settings.specialists_concurrency)
     fetcher = fetcher or make_fetcher(settings, stop=stop)
     probe = getattr(fetcher, "store_is_serving", None)
     return Pipeline(
@@ -112,6 +117,7 @@ def build_pipeline(
         ),
         fetch_concurrency=settings.fetch_concurrency,
         fetch_timeout_s=settings.fetch_batch_timeout_s,
+        specialists=specialists,
     )
 
 
@@ -199,6 +205,8 @@ def build_runtime(
 
 def _build(settings, *, scorer, stop, metrics, health, server) -> Runtime:
     pack = load_policy_pack(settings.policy_pack_path())
+    # Before the model (minutes on a GPU): a pack whose specialists are not installed stops here.
+    specialists = SpecialistStage.for_pack(pack, concurrency=settings.specialists_concurrency)
     caches = {
         "verdict": BoundedLRUCache(settings.verdict_cache_entries),
         "feature": make_feature_cache(settings.feature_cache_bytes),
@@ -217,7 +225,12 @@ def _build(settings, *, scorer, stop, metrics, health, server) -> Runtime:
     )
     stop_signal = StopSignal()
     pipeline = build_pipeline(
-        settings, scorer=scorer, pack=pack, verdict_cache=caches["verdict"], stop=stop_signal
+        settings,
+        scorer=scorer,
+        pack=pack,
+        verdict_cache=caches["verdict"],
+        stop=stop_signal,
+        specialists=specialists,
     )
     health.starting("connecting_to_kafka")
     with _saying_what_it_waits_for(settings):

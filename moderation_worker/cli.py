@@ -205,8 +205,10 @@ def _check(settings: Settings, image: str, policies: str | None) -> int:
     from moderation_worker.fetch import LocalFileFetcher, S3Fetcher, make_s3_client
     from moderation_worker.outcomes import InboundRecord, OutcomeKind
     from moderation_worker.policies import load_policy_pack
+    from moderation_worker.specialists.stage import SpecialistStage
 
     pack = load_policy_pack(settings.policy_pack_path())  # before the model: a bad pack fails fast
+    specialists = SpecialistStage.for_pack(pack, concurrency=settings.specialists_concurrency)
     s3 = S3Fetcher(client=make_s3_client(settings), max_bytes=settings.max_image_bytes)
     pipeline = build_pipeline(
         settings,
@@ -214,6 +216,7 @@ def _check(settings: Settings, image: str, policies: str | None) -> int:
         pack=pack,
         verdict_cache=BoundedLRUCache(0),
         fetcher=LocalFileFetcher(max_bytes=settings.max_image_bytes, s3=s3),
+        specialists=specialists,
     )
     event = {"event_id": f"check-{uuid.uuid4()}", "image_url": image}
     if policies:

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         "path", description="path suits MinIO/SeaweedFS; virtual suits AWS."
     )
     fetch_concurrency: int = Field(8, ge=1, le=256, description="Concurrent S3 fetches per batch.")
+    specialists_concurrency: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Specialist analyses (OCR, nudity) run at once, on the fetch threads, when the pack "
+        "combines their signals; one leaves the model the other cores.",
+    )
     fetch_timeout_s: float = Field(
         30.0,
         gt=0,

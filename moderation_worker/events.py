@@ -76,11 +76,25 @@ class ImageInfo(BaseModel):
     byte_size: int
 
 
+class SourceValue(BaseModel):
+    """One source of a policy's confidence: ``vlm`` (the calibrated score) or ``specialist.signal``."""
+
+    source: str
+    value: float
+    evidence: list[str] = Field(default_factory=list, description="What it saw, masked.")
+
+
 class PolicyVerdict(BaseModel):
     id: str
     version: int
     score: float = Field(description="The model's probability of 'Yes', renormalised over Yes/No.")
-    confidence: float = Field(description="The score after the policy's calibration; compared to threshold.")
+    confidence: float = Field(
+        description="The score after the policy's calibration, or the highest of its sources; "
+        "compared to threshold."
+    )
+    sources: list[SourceValue] = Field(
+        default_factory=list, description="Every source of the confidence with its value (vlm first)."
+    )
     threshold: float
     triggered: bool
     action: Action

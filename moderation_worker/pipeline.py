@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import wait
-from dataclasses import dataclass, field
 
 import structlog
 
 from moderation_worker import __version__
 from moderation_worker.cache import BoundedLRUCache
 from moderation_worker.errors import (
+    ConfigurationError,
     ErrorCode,
     FetchAbortedError,
     ModerationError,
@@ -44,89 +44,18 @@ from moderation_worker.events import (
 )
 from moderation_worker.fetch import FetchedObject, Fetcher
 from moderation_worker.images import DecodedImage, decode_image, image_cache_key
+from moderation_worker.jobs import CachedVerdict, ImageFacts, ImageLimits, PreparedBatch, _Job
 from moderation_worker.model.base import Scorer, ScoringRequest
 from moderation_worker.outcomes import InboundRecord, Outcome, OutcomeKind
-from moderation_worker.policies import Policy, PolicyPack
+from moderation_worker.policies import PolicyPack
 from moderation_worker.retry import ObjectRetries
+from moderation_worker.specialists.stage import OCR_EDGE, SpecialistStage
 from moderation_worker.threads import DaemonPool
 from moderation_worker.verdicts import build_result
 
+__all__ = ["CachedVerdict", "ImageFacts", "ImageLimits", "Pipeline", "PreparedBatch"]
+
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class ImageLimits:
-    max_pixels: int
-    max_edge: int
-    allowed_formats: frozenset[str]
-
-
-@dataclass(frozen=True)
-class ImageFacts:
-    """What a verdict says about its image; known after one decode, so a repeat need not decode."""
-
-    sha256: str
-    width: int
-    height: int
-    format: str
-    byte_size: int
-
-    @classmethod
-    def of(cls, image: DecodedImage) -> ImageFacts:
-        return cls(image.sha256, image.width, image.height, image.format, image.byte_size)
-
-
-@dataclass(frozen=True)
-class CachedVerdict:
-    """A verdict-cache entry: the scores of every policy scored on one image so far, and its facts."""
-
-    scores: dict[str, float]
-    image: ImageFacts
-
-
-@dataclass
-class _Job:
-    """One record's state as it moves through the stages."""
-
-    record: InboundRecord
-    started: float
-    event_id: str | None = None
-    request: ModerationRequest | None = None
-    policies: list[Policy] = field(default_factory=list)
-    image: DecodedImage | None = None  # None on a verdict-cache hit found before decoding
-    facts: ImageFacts | None = None
-    cache_key: str | None = None  # the image's, from its bytes' digest and the preprocessing
-    error: ModerationError | None = None
-    scores: dict[str, float] = field(default_factory=dict)
-    verdict_hit: bool = False
-    feature_hit: bool = False
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def alive(self) -> bool:
-        return self.error is None
-
-    @property
-    def image_key(self) -> str:
-        assert self.cache_key is not None
-        return self.cache_key
-
-
-@dataclass(frozen=True)
-class PreparedBatch:
-    """A batch after ``prepare``: each record parsed, its image fetched and decoded (or its error
-    noted), in input order. The hand-off from the thread that prepares to the one that finishes."""
-
-    jobs: tuple[_Job, ...]
-
-    @property
-    def records(self) -> list[InboundRecord]:
-        return [job.record for job in self.jobs]
-
-    def keeping(self, keep: Callable[[InboundRecord], bool]) -> PreparedBatch:
-        """The batch less the records ``keep`` refuses (the worker's: partitions rewound or revoked
-        while the batch waited); the others are finished exactly as they would have been."""
-        return PreparedBatch(tuple(job for job in self.jobs if keep(job.record)))
 
 
 class Pipeline:
@@ -142,7 +71,15 @@ class Pipeline:
         fetch_concurrency: int = 8,
         fetch_timeout_s: float = 120.0,
         object_retries: ObjectRetries | None = None,
+        specialists: SpecialistStage | None = None,
     ) -> None:
+        missing = pack.specialists() - (specialists.names if specialists else frozenset())
+        if missing:
+            raise ConfigurationError(
+                f"pack {pack.name!r} combines signals of {', '.join(sorted(missing))}, which this "
+                "pipeline was not given (build it with SpecialistStage.for_pack)"
+            )
+        self._specialists = specialists
         self._fetcher = fetcher
         self._object_retries = object_retries
         self._scorer = scorer
@@ -263,7 +200,27 @@ class Pipeline:
             sha256=digest,
         )
         job.timings_ms["decode"] = _ms(time.perf_counter() - t1)
+        self._run_specialists(job, image, data)
         return image
+
+    def _run_specialists(self, job: _Job, image: DecodedImage, data: bytes) -> None:
+        """The specialists the job's policies need, on this (prepare-stage) thread, bounded."""
+        needed = self._specialists.needs(job.policies) if self._specialists else frozenset()
+        if not needed:
+            return
+        images = {"model": image.image, "ocr": image.image}
+        if "ocr" in needed and max(image.image.size) < min(OCR_EDGE, max(image.width, image.height)):
+            # Small print needs more pixels than the model's input keeps: decode again for OCR.
+            images["ocr"] = decode_image(
+                data,
+                max_edge=OCR_EDGE,
+                max_pixels=self._limits.max_pixels,
+                allowed_formats=self._limits.allowed_formats,
+                sha256=image.sha256,
+            ).image
+        result = self._specialists.analyse(images, needed)
+        job.signals = dict(result.signals)
+        job.timings_ms["specialists"] = result.elapsed_ms
 
     def prepare_fetched(
         self, request: ModerationRequest, data: bytes, *, fetch_ms: float = 0.0
@@ -301,8 +258,9 @@ class Pipeline:
             retries.succeeded(url)
         return fetched
 
-    def _verdict_key(self, job: _Job) -> tuple[str, str, str]:
-        return (job.image_key, self._pack_info.hash, self._model_key)
+    def _verdict_key(self, job: _Job) -> tuple[str, str, str, str]:
+        specialists = self._specialists.version if self._specialists else ""
+        return (job.image_key, self._pack_info.hash, self._model_key, specialists)
 
     def _lookup_verdicts(self, jobs: list[_Job]) -> None:
         """Hits stored since the batch was prepared (by the batch finished just before it)."""
@@ -314,7 +272,10 @@ class Pipeline:
         cached = self._verdict_cache.get(self._verdict_key(job))
         if cached is None or not all(p.id in cached.scores for p in job.policies):
             return False
+        if not {rule.source for p in job.policies for rule in p.signals} <= cached.signals.keys():
+            return False  # a specialist these policies need has not run on this image yet
         job.scores = {p.id: cached.scores[p.id] for p in job.policies}
+        job.signals = dict(cached.signals)
         job.facts = cached.image
         job.verdict_hit = True
         job.feature_hit = False
@@ -376,7 +337,8 @@ class Pipeline:
         key = self._verdict_key(job)
         known = self._verdict_cache.get(key)
         merged = {**(known.scores if known else {}), **scores}
-        self._verdict_cache.put(key, CachedVerdict(scores=merged, image=job.facts))
+        signals = {**(known.signals if known else {}), **job.signals}
+        self._verdict_cache.put(key, CachedVerdict(scores=merged, image=job.facts, signals=signals))
 
     def _outcome(self, job: _Job) -> Outcome:
         event_id = job.request.event_id if job.request else job.event_id
@@ -398,6 +360,7 @@ class Pipeline:
             worker=self._worker,
             cache=CacheHits(verdict=job.verdict_hit, feature=job.feature_hit),
             timings_ms=job.timings_ms,
+            signals=job.signals,
         )
 
 

@@ -13,6 +13,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -29,6 +30,39 @@ OPENAI_CATEGORIES = (
     "self-harm", "self-harm/intent", "self-harm/instructions", "sexual", "sexual/minors", "violence",
     "violence/graphic",
 )  # fmt: skip
+
+
+# What each specialist signals (moderation_worker.specialists): the pack may combine these with the
+# VLM's confidence. Kept here, not imported from the specialists, so a pack validates without them.
+SPECIALIST_SIGNALS = {"ocr": ("personal_data",), "nudity": ("nudity",)}
+
+
+class SignalRule(BaseModel):
+    """A specialist's signal that also answers for a policy. ``combine: max``: the policy's confidence
+    is the higher of the VLM's (calibrated) and the signal's, so a specialist can raise a verdict the
+    VLM missed and never lower one the VLM found."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    specialist: str
+    signal: str | None = Field(None, description="Which of its signals (default: its only one).")
+    combine: Literal["max"] = "max"
+
+    @model_validator(mode="after")
+    def _known(self) -> SignalRule:
+        signals = SPECIALIST_SIGNALS.get(self.specialist)
+        if signals is None:
+            known = ", ".join(SPECIALIST_SIGNALS)
+            raise ValueError(f"unknown specialist {self.specialist!r}; known: {known}")
+        if self.signal is not None and self.signal not in signals:
+            offered = ", ".join(signals)
+            raise ValueError(f"the {self.specialist} specialist signals {offered}, not {self.signal!r}")
+        return self
+
+    @property
+    def source(self) -> str:
+        """The signal's name in verdicts: ``specialist.signal``."""
+        return f"{self.specialist}.{self.signal or SPECIALIST_SIGNALS[self.specialist][0]}"
 
 
 class Calibration(BaseModel):
@@ -66,6 +100,9 @@ class Policy(BaseModel):
     calibration: Calibration = Calibration()
     openai_category: str | None = Field(
         None, description="The OpenAI moderation category this policy answers for, if any."
+    )
+    signals: tuple[SignalRule, ...] = Field(
+        (), description="Specialists' signals combined with the VLM's confidence (the specialists extra)."
     )
 
     @field_validator("openai_category")
@@ -106,6 +143,10 @@ class PolicyPack(BaseModel):
     def content_hash(self) -> str:
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+    def specialists(self, policies: Sequence[Policy] | None = None) -> frozenset[str]:
+        """The specialists the given policies (all by default) need."""
+        return frozenset(rule.specialist for p in (policies or self.policies) for rule in p.signals)
 
     def by_id(self) -> dict[str, Policy]:
         return {p.id: p for p in self.policies}

@@ -6,7 +6,7 @@ from the same scores.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -18,22 +18,37 @@ from moderation_worker.events import (
     ModerationResult,
     PolicyPackInfo,
     PolicyVerdict,
+    SourceValue,
     WorkerInfo,
     decide,
 )
 from moderation_worker.policies import Policy
 
 if TYPE_CHECKING:
-    from moderation_worker.pipeline import ImageFacts
+    from moderation_worker.jobs import ImageFacts
 
 
-def policy_verdict(policy: Policy, score: float) -> PolicyVerdict:
-    confidence = policy.calibration.apply(score)
+# A specialist's signal as the verdict carries it: its value and its (masked) evidence.
+SignalValues = Mapping[str, tuple[float, tuple[str, ...]]]
+
+
+def policy_verdict(policy: Policy, score: float, signals: SignalValues | None = None) -> PolicyVerdict:
+    """The policy's verdict from the VLM's score and, for each of the policy's signal rules, the
+    specialist's value (``combine: max``: the confidence is the highest source)."""
+    sources = [SourceValue(source="vlm", value=policy.calibration.apply(score))]
+    for rule in policy.signals:
+        if signals is None or rule.source not in signals:
+            # Never a silent zero: the pipeline runs every specialist the selected policies need.
+            raise RuntimeError(f"policy {policy.id!r} combines {rule.source}, which was not computed")
+        value, evidence = signals[rule.source]
+        sources.append(SourceValue(source=rule.source, value=value, evidence=list(evidence)))
+    confidence = max(source.value for source in sources)
     return PolicyVerdict(
         id=policy.id,
         version=policy.version,
         score=score,
         confidence=confidence,
+        sources=sources,
         threshold=policy.threshold,
         triggered=confidence >= policy.threshold,
         action=policy.action,
@@ -51,8 +66,9 @@ def build_result(
     worker: WorkerInfo,
     cache: CacheHits,
     timings_ms: dict[str, float],
+    signals: SignalValues | None = None,
 ) -> ModerationResult:
-    verdicts = [policy_verdict(policy, score) for policy, score in scored]
+    verdicts = [policy_verdict(policy, score, signals) for policy, score in scored]
     return ModerationResult(
         event_id=request.event_id,
         content_id=request.content_id,

@@ -40,14 +40,16 @@ def build_api(settings: Settings, api: ApiSettings, *, scorer: Scorer | None = N
     from moderation_worker.app import build_pipeline, load_scorer, make_fetcher
     from moderation_worker.cache import BoundedLRUCache, make_feature_cache
     from moderation_worker.policies import load_policy_pack
+    from moderation_worker.specialists.stage import SpecialistStage
 
     pack = load_policy_pack(settings.policy_pack_path())  # a bad pack fails before the model loads
+    specialists = SpecialistStage.for_pack(pack, concurrency=settings.specialists_concurrency)
     if scorer is None:
         scorer = load_scorer(settings, feature_cache=make_feature_cache(settings.feature_cache_bytes))
     fetcher = make_fetcher(settings)
     pipeline = build_pipeline(
         settings, scorer=scorer, pack=pack, verdict_cache=BoundedLRUCache(settings.verdict_cache_entries),
-        fetcher=fetcher,
+        fetcher=fetcher, specialists=specialists,
     )  # fmt: skip
     metrics_ref: list[ApiMetrics] = []
     batcher = Batcher(

@@ -32,12 +32,20 @@ class OcrSpecialist:
 
     name = "ocr"
 
-    def __init__(self, *, min_confidence: float = 0.7, limit_side_len: int = 960, max_chars: int = 2000):
+    def __init__(
+        self,
+        *,
+        min_confidence: float = 0.7,
+        limit_side_len: int = 960,
+        max_chars: int = 2000,
+        threads: int = 1,
+    ):
         require("rapidocr", self.name)
         require("onnxruntime", self.name)
         self.min_confidence = min_confidence
         self.limit_side_len = limit_side_len
         self.max_chars = max_chars
+        self.threads = threads  # per engine: OCR must leave the model its cores
         # The package's version names its bundled models; the settings change what is read.
         self.version = f"rapidocr-{version('rapidocr')}-{limit_side_len}-{min_confidence}"
         self._local = threading.local()
@@ -49,9 +57,11 @@ class OcrSpecialist:
 
             engine = RapidOCR(
                 params={
-                    "Global.log_level": "warning",
+                    "Global.log_level": "error",
                     "Det.limit_type": "max",
                     "Det.limit_side_len": self.limit_side_len,
+                    "EngineConfig.onnxruntime.intra_op_num_threads": self.threads,
+                    "EngineConfig.onnxruntime.inter_op_num_threads": 1,
                 }
             )
             self._local.engine = engine

@@ -58,6 +58,10 @@ def test_the_api_answers_the_record_the_worker_publishes_for_the_same_event(
         assert [p["id"] for p in api["policies"]] == [p["id"] for p in worker["policies"]]
         for ours, theirs in zip(api["policies"], worker["policies"], strict=True):
             assert ours["score"] == pytest.approx(theirs["score"], abs=1e-5)
-            assert {k: v for k, v in ours.items() if k not in ("score", "confidence")} == {
-                k: v for k, v in theirs.items() if k not in ("score", "confidence")
+            assert [s["source"] for s in ours["sources"]] == [s["source"] for s in theirs["sources"]]
+            for mine, other in zip(ours["sources"], theirs["sources"], strict=True):
+                assert mine["value"] == pytest.approx(other["value"], abs=1e-5)
+            numeric = ("score", "confidence", "sources")
+            assert {k: v for k, v in ours.items() if k not in numeric} == {
+                k: v for k, v in theirs.items() if k not in numeric
             }
