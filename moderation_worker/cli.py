@@ -19,47 +19,23 @@ from pydantic_settings import SettingsError
 from moderation_worker.config import ENV_PREFIX, Settings, unknown_variables
 from moderation_worker.errors import ConfigurationError, StartupError
 from moderation_worker.logging_setup import configure_logging
+from moderation_worker.settings_flags import SettingsFlags
 
-_NONE_WORDS = {"none", "null"}
+WORKER_FLAGS = SettingsFlags(Settings, ENV_PREFIX, title="settings")
 
 
 def _settings_parent() -> argparse.ArgumentParser:
     """A parent parser with one flag per Settings field, so flags and env vars never drift apart."""
-    parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("settings (each also MODERATION_<NAME> in the environment)")
-    for name, field in Settings.model_fields.items():
-        group.add_argument(
-            "--" + name.replace("_", "-"),
-            dest="setting__" + name,
-            default=argparse.SUPPRESS,
-            metavar=name.upper(),
-            help=field.description,
-        )
-    return parent
+    return WORKER_FLAGS.parent()
 
 
 def settings_markdown() -> str:
     """One row per setting: the environment variable, the flag, the default and what it does."""
-    rows = ["| Environment variable | Flag | Default | Description |", "|---|---|---|---|"]
-    for name, field in Settings.model_fields.items():
-        if field.default_factory is not None:
-            default = "hostname-pid" if name == "worker_id" else "(computed)"
-        elif isinstance(field.default, frozenset):
-            default = ",".join(sorted(field.default))
-        else:
-            default = "unset" if field.default is None else str(field.default)
-        description = (field.description or "").replace("|", "\\|")
-        flag = "--" + name.replace("_", "-")
-        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{flag}` | `{default}` | {description} |")
-    return "\n".join(rows)
+    return WORKER_FLAGS.markdown(computed={"worker_id": "hostname-pid"})
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    overrides = {}
-    for key, value in vars(args).items():
-        if key.startswith("setting__"):
-            overrides[key.removeprefix("setting__")] = None if value.lower() in _NONE_WORDS else value
-    return Settings(**overrides)
+    return WORKER_FLAGS.from_args(args)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,49 +7,28 @@ import argparse
 
 from moderation_worker.api.settings import API_ENV_PREFIX, ApiSettings
 from moderation_worker.config import Settings
+from moderation_worker.settings_flags import SettingsFlags
 
-_NONE_WORDS = {"none", "null"}
+API_FLAGS = SettingsFlags(
+    ApiSettings, API_ENV_PREFIX, flag_prefix="api-", dest_prefix="api", title="API settings"
+)
 
 
 def settings_parent() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group(f"API settings (each also {API_ENV_PREFIX}<NAME>)")
-    for name, field in ApiSettings.model_fields.items():
-        group.add_argument(
-            "--api-" + name.replace("_", "-"),
-            dest="api__" + name,
-            default=argparse.SUPPRESS,
-            metavar=name.upper(),
-            help=field.description,
-        )
-    return parent
+    return API_FLAGS.parent()
 
 
 def api_settings(args: argparse.Namespace) -> ApiSettings:
-    overrides = {
-        key.removeprefix("api__"): None if value.lower() in _NONE_WORDS else value
-        for key, value in vars(args).items()
-        if key.startswith("api__")
-    }
-    return ApiSettings(**overrides)
+    return API_FLAGS.from_args(args)
 
 
 def known_variables() -> list[str]:
-    return [API_ENV_PREFIX + name.upper() for name in ApiSettings.model_fields]
+    return API_FLAGS.variables()
 
 
 def settings_markdown() -> str:
-    rows = ["| Environment variable | Flag | Default | Description |", "|---|---|---|---|"]
-    for name, field in ApiSettings.model_fields.items():
-        default = field.default
-        if isinstance(default, tuple):
-            shown = ",".join(default) or "(none)"
-        else:
-            shown = "unset" if default is None else str(default)
-        description = (field.description or "").replace("|", "\\|")
-        variable, flag = API_ENV_PREFIX + name.upper(), "--api-" + name.replace("_", "-")
-        rows.append(f"| `{variable}` | `{flag}` | `{shown}` | {description} |")
-    return "\n".join(rows)
+    """The README's table of the API's settings, generated from the settings class."""
+    return API_FLAGS.markdown()
 
 
 def add_parser(commands, worker_settings: argparse.ArgumentParser) -> None:

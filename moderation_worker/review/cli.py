@@ -21,50 +21,29 @@ from collections.abc import Iterable
 
 from moderation_worker.config import Settings
 from moderation_worker.review.settings import REVIEW_ENV_PREFIX, ReviewSettings
+from moderation_worker.settings_flags import SettingsFlags
 
-_NONE_WORDS = {"none", "null"}
+# Prefixed: the worker's flags share these parsers.
+REVIEW_FLAGS = SettingsFlags(
+    ReviewSettings, REVIEW_ENV_PREFIX, flag_prefix="review-", dest_prefix="review", title="console settings"
+)
 
 
 def settings_parent() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group(f"console settings (each also {REVIEW_ENV_PREFIX}<NAME>)")
-    for name, field in ReviewSettings.model_fields.items():
-        group.add_argument(
-            "--review-" + name.replace("_", "-"),  # prefixed: the worker's flags share this parser
-            dest="review__" + name,
-            default=argparse.SUPPRESS,
-            metavar=name.upper(),
-            help=field.description,
-        )
-    return parent
+    return REVIEW_FLAGS.parent()
 
 
 def review_settings(args: argparse.Namespace) -> ReviewSettings:
-    overrides = {
-        key.removeprefix("review__"): None if value.lower() in _NONE_WORDS else value
-        for key, value in vars(args).items()
-        if key.startswith("review__")
-    }
-    return ReviewSettings(**overrides)
+    return REVIEW_FLAGS.from_args(args)
 
 
 def settings_markdown() -> str:
     """The README's table of the console's settings, generated from the settings class."""
-    rows = ["| Environment variable | Flag | Default | Description |", "|---|---|---|---|"]
-    for name, field in ReviewSettings.model_fields.items():
-        default = field.default
-        shown = (
-            ",".join(default) if isinstance(default, tuple) else "unset" if default is None else str(default)
-        )
-        description = (field.description or "").replace("|", "\\|")
-        flag = "--review-" + name.replace("_", "-")
-        variable = REVIEW_ENV_PREFIX + name.upper()
-        rows.append(f"| `{variable}` | `{flag}` | `{shown or '(none)'}` | {description} |")
-    return "\n".join(rows)
+    return REVIEW_FLAGS.markdown()
 
 
 def known_variables() -> list[str]:
-    return [REVIEW_ENV_PREFIX + name.upper() for name in ReviewSettings.model_fields]
+    return REVIEW_FLAGS.variables()
 
 
 def add_parser(commands, worker_settings: argparse.ArgumentParser) -> None:
