@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     from moderation_worker.api.cli import add_parser as add_api_parser
+    from moderation_worker.evaluation.cli import add_parser as add_eval_parser
     from moderation_worker.review.cli import add_parser as add_review_parser
     from moderation_worker.sample_feed import add_parser as add_samples_parser
     from moderation_worker.topics import add_parser as add_topics_parser
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_api_parser(commands, parent)
     add_topics_parser(commands, parent)
     add_samples_parser(commands, parent)
+    add_eval_parser(commands, parent)
     return parser
 
 
@@ -130,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from moderation_worker.topics import run as run_topics
 
             return run_topics(settings, args)
+        if args.command == "eval":
+            from moderation_worker.evaluation.cli import run as run_eval
+
+            return run_eval(settings, args)
         if args.command == "samples":
             from moderation_worker.sample_feed import run as run_samples
 

@@ -9,7 +9,6 @@ label is True when the policy applies to the image.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -150,6 +149,6 @@ def fit_platt(scores: Sequence[float], labels: Sequence[bool]) -> tuple[float, f
     eps = 1e-6
     clipped = np.clip(s, eps, 1 - eps)
     logits = np.log(clipped / (1 - clipped)).reshape(-1, 1)
-    model = LogisticRegression(C=math.inf if False else 1e6, solver="lbfgs", max_iter=1000)
+    model = LogisticRegression(C=1e6, solver="lbfgs", max_iter=1000)  # C this large: no regularisation
     model.fit(logits, y)
     return float(model.coef_[0][0]), float(model.intercept_[0])
