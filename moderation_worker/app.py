@@ -99,7 +99,7 @@ def build_pipeline(
 ) -> Pipeline:
     """The pipeline; the specialists the pack needs are built here unless given."""
     if specialists is None:
-        specialists = SpecialistStage.for_pack(pack, concurrency=settings.specialists_concurrency)
+        specialists = SpecialistStage.from_settings(pack, settings)
     fetcher = fetcher or make_fetcher(settings, stop=stop)
     probe = getattr(fetcher, "store_is_serving", None)
     return Pipeline(
@@ -206,7 +206,7 @@ def build_runtime(
 def _build(settings, *, scorer, stop, metrics, health, server) -> Runtime:
     pack = load_policy_pack(settings.policy_pack_path())
     # Before the model (minutes on a GPU): a pack whose specialists are not installed stops here.
-    specialists = SpecialistStage.for_pack(pack, concurrency=settings.specialists_concurrency)
+    specialists = SpecialistStage.from_settings(pack, settings)
     caches = {
         "verdict": BoundedLRUCache(settings.verdict_cache_entries),
         "feature": make_feature_cache(settings.feature_cache_bytes),

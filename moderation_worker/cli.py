@@ -190,7 +190,7 @@ def _check(settings: Settings, image: str, policies: str | None) -> int:
     from moderation_worker.specialists.stage import SpecialistStage
 
     pack = load_policy_pack(settings.policy_pack_path())  # before the model: a bad pack fails fast
-    specialists = SpecialistStage.for_pack(pack, concurrency=settings.specialists_concurrency)
+    specialists = SpecialistStage.from_settings(pack, settings)
     s3 = S3Fetcher(client=make_s3_client(settings), max_bytes=settings.max_image_bytes)
     pipeline = build_pipeline(
         settings,

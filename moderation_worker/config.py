@@ -86,6 +86,17 @@ class Settings(BaseSettings):
         "path", description="path suits MinIO/SeaweedFS; virtual suits AWS."
     )
     fetch_concurrency: int = Field(8, ge=1, le=256, description="Concurrent S3 fetches per batch.")
+    hash_list_path: Path | None = Field(
+        None,
+        description="A known-bad PDQ hash list (CSV: hash,policy,label,source; reloaded when it changes): "
+        "a matching image is blocked and the model skipped. Needs the specialists extra.",
+    )
+    hash_max_distance: int = Field(
+        31, ge=0, le=128, description="Hamming distance (of 256 bits) within which a hash matches."
+    )
+    hash_min_quality: int = Field(
+        50, ge=0, le=100, description="PDQ quality below which an image is never matched (flat, tiny)."
+    )
     specialists_concurrency: int = Field(
         1,
         ge=1,

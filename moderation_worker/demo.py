@@ -27,6 +27,7 @@ from moderation_worker.config import Settings
 from moderation_worker.localstack import LocalStack, create_bucket, create_topics
 from moderation_worker.policies import load_policy_pack
 from moderation_worker.readback import read_topic
+from moderation_worker.specialists import demo as specialists_demo
 
 BUCKET = "moderation-demo"
 _RULE = "-" * 100
@@ -53,6 +54,10 @@ def run_demo(settings: Settings, *, keep_data: bool = False, review: bool = Fals
             s3 = stack.s3_endpoint.client()
             create_bucket(s3, BUCKET)
             events = _upload_and_describe(s3)
+            real = specialists_demo.available() and "policy_pack" not in settings.model_fields_set
+            if real:  # the specialists are installed and no pack was named: show real verdicts too
+                demo_settings, extra = specialists_demo.prepare(s3, BUCKET, data_dir, demo_settings)
+                events += extra
             _publish(stack.bootstrap_servers, demo_settings.input_topic, events)
             print(f"Published {len(events)} events to {demo_settings.input_topic!r}.")
 
@@ -69,6 +74,8 @@ def run_demo(settings: Settings, *, keep_data: bool = False, review: bool = Fals
             )
             dead = read_topic(stack.bootstrap_servers, demo_settings.dlq_topic, expected=summary.dead_letters)
             _report(events, results, dead, meaningless)
+            if real:
+                specialists_demo.report(results, _RULE)
             missing = {e["event_id"] for e in events} - _ids(results, dead)
             if missing:
                 print(f"MISSING events: {sorted(missing)}")

@@ -84,19 +84,36 @@ class SourceValue(BaseModel):
     evidence: list[str] = Field(default_factory=list, description="What it saw, masked.")
 
 
+class HashMatchInfo(BaseModel):
+    """A known-bad list entry an image matched (PDQ, within the configured Hamming distance)."""
+
+    list: str
+    list_version: str
+    label: str
+    source: str
+    policy: str
+    distance: int
+
+
 class PolicyVerdict(BaseModel):
     id: str
     version: int
-    score: float = Field(description="The model's probability of 'Yes', renormalised over Yes/No.")
-    confidence: float = Field(
+    score: float | None = Field(
+        description="The model's probability of 'Yes', renormalised over Yes/No; null when the model "
+        "did not run for this image (skipped_by says why)."
+    )
+    confidence: float | None = Field(
         description="The score after the policy's calibration, or the highest of its sources; "
-        "compared to threshold."
+        "compared to threshold. Null when the policy was not scored."
     )
     sources: list[SourceValue] = Field(
         default_factory=list, description="Every source of the confidence with its value (vlm first)."
     )
     threshold: float
     triggered: bool
+    skipped_by: str | None = Field(
+        None, description="Why the policy was not scored: hash_match (the image is on a known-bad list)."
+    )
     action: Action
     severity: str
 
@@ -137,6 +154,9 @@ class ModerationResult(BaseModel):
     metadata: dict[str, Any]
     decision: Decision
     image: ImageInfo
+    matched: HashMatchInfo | None = Field(
+        None, description="The known-bad list entry the image matched; the model was skipped."
+    )
     policies: list[PolicyVerdict]
     policy_pack: PolicyPackInfo
     model: ModelDescription

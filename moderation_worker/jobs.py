@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from moderation_worker.errors import ModerationError
-from moderation_worker.events import ModerationRequest
+from moderation_worker.events import HashMatchInfo, ModerationRequest
 from moderation_worker.images import DecodedImage
 from moderation_worker.outcomes import InboundRecord
 from moderation_worker.policies import Policy
@@ -59,6 +59,8 @@ class _Job:
     error: ModerationError | None = None
     scores: dict[str, float] = field(default_factory=dict)
     signals: dict[str, tuple[float, tuple[str, ...]]] = field(default_factory=dict)
+    matched: HashMatchInfo | None = None  # on a known-bad list: blocked, the model skipped
+    ocr_text: str | None = None  # what OCR read (masked), for policies whose prompt asks for it
     verdict_hit: bool = False
     feature_hit: bool = False
     timings_ms: dict[str, float] = field(default_factory=dict)

@@ -51,7 +51,7 @@ from moderation_worker.policies import PolicyPack
 from moderation_worker.retry import ObjectRetries
 from moderation_worker.specialists.stage import OCR_EDGE, SpecialistStage
 from moderation_worker.threads import DaemonPool
-from moderation_worker.verdicts import build_result
+from moderation_worker.verdicts import build_result, decided_by_signal
 
 __all__ = ["CachedVerdict", "ImageFacts", "ImageLimits", "Pipeline", "PreparedBatch"]
 
@@ -118,7 +118,7 @@ class Pipeline:
         On the loop thread only, once per prepared batch (it fills in the batch's jobs)."""
         jobs = prepared.jobs
         self._lookup_verdicts([j for j in jobs if j.alive])
-        self._score([j for j in jobs if j.alive and not j.verdict_hit])
+        self._score([j for j in jobs if j.alive and not j.verdict_hit and j.matched is None])
         return [self._outcome(job) for job in jobs]
 
     def close(self, *, wait_s: float = 5.0) -> None:
@@ -204,8 +204,15 @@ class Pipeline:
         return image
 
     def _run_specialists(self, job: _Job, image: DecodedImage, data: bytes) -> None:
-        """The specialists the job's policies need, on this (prepare-stage) thread, bounded."""
-        needed = self._specialists.needs(job.policies) if self._specialists else frozenset()
+        """The hash match, then the specialists the job's policies need, on this (prepare-stage) thread."""
+        if self._specialists is None:
+            return
+        started = time.perf_counter()
+        job.matched = self._specialists.match(image.image)
+        if job.matched is not None:  # known-bad: blocked, nothing else runs for it
+            job.timings_ms["specialists"] = _ms(time.perf_counter() - started)
+            return
+        needed = self._specialists.needs(job.policies)
         if not needed:
             return
         images = {"model": image.image, "ocr": image.image}
@@ -220,6 +227,7 @@ class Pipeline:
             ).image
         result = self._specialists.analyse(images, needed)
         job.signals = dict(result.signals)
+        job.ocr_text = result.ocr_text
         job.timings_ms["specialists"] = result.elapsed_ms
 
     def prepare_fetched(
@@ -270,11 +278,13 @@ class Pipeline:
 
     def _use_cached_verdict(self, job: _Job) -> bool:
         cached = self._verdict_cache.get(self._verdict_key(job))
-        if cached is None or not all(p.id in cached.scores for p in job.policies):
+        if cached is None or not all(
+            p.id in cached.scores or decided_by_signal(p, cached.signals) for p in job.policies
+        ):
             return False
         if not {rule.source for p in job.policies for rule in p.signals} <= cached.signals.keys():
             return False  # a specialist these policies need has not run on this image yet
-        job.scores = {p.id: cached.scores[p.id] for p in job.policies}
+        job.scores = {p.id: cached.scores[p.id] for p in job.policies if p.id in cached.scores}
         job.signals = dict(cached.signals)
         job.facts = cached.image
         job.verdict_hit = True
@@ -289,22 +299,26 @@ class Pipeline:
         by_image: dict[str, list[_Job]] = {}
         for job in jobs:
             by_image.setdefault(job.image_key, []).append(job)
-        requests, wanted = [], []
+        requests, wanted, groups = [], [], []
         for image_key, group in by_image.items():
             policy_ids = {p.id for job in group for p in job.policies}
-            policies = [p for p in self._pack.policies if p.id in policy_ids]
+            first = group[0]
+            # A policy a specialist decided alone is not asked of the model (decide_above).
+            policies = [p for p in self._pack.policies
+                        if p.id in policy_ids and decided_by_signal(p, first.signals) is None]  # fmt: skip
+            if not policies:  # every policy decided by a specialist: nothing for the model
+                self._remember_verdicts(first, {})
+                for job in group:
+                    job.timings_ms["score"] = 0.0
+                continue
+            groups.append(group)
             wanted.append(policies)
-            requests.append(
-                ScoringRequest(
-                    image=group[0].image.image,
-                    image_key=image_key,
-                    prompts=[self._pack.prompt(p) for p in policies],
-                )
-            )
+            prompts = [self._pack.prompt(p, ocr_text=first.ocr_text) for p in policies]
+            requests.append(ScoringRequest(image=first.image.image, image_key=image_key, prompts=prompts))
         t0 = time.perf_counter()
-        results = self._score_isolating_failures(requests)
+        results = self._score_isolating_failures(requests) if requests else []
         score_ms = _ms(time.perf_counter() - t0)
-        for group, policies, result in zip(by_image.values(), wanted, results, strict=True):
+        for group, policies, result in zip(groups, wanted, results, strict=True):
             if isinstance(result, ModerationError):
                 for job in group:
                     job.error = result
@@ -312,7 +326,7 @@ class Pipeline:
             scores = dict(zip((p.id for p in policies), result.yes_probabilities, strict=True))
             self._remember_verdicts(group[0], scores)
             for job in group:
-                job.scores = {p.id: scores[p.id] for p in job.policies}
+                job.scores = {p.id: scores[p.id] for p in job.policies if p.id in scores}
                 job.feature_hit = result.feature_cache_hit
                 job.timings_ms["score"] = score_ms
 
@@ -351,16 +365,20 @@ class Pipeline:
 
     def _build_result(self, job: _Job) -> ModerationResult:
         assert job.request is not None and job.facts is not None
+        policies = list(job.policies)
+        if job.matched is not None and all(p.id != job.matched.policy for p in policies):
+            policies.append(self._pack.by_id()[job.matched.policy])  # the reason is always shown
         return build_result(
             job.request,
             job.facts,
-            [(policy, job.scores[policy.id]) for policy in job.policies],
+            [(policy, job.scores.get(policy.id)) for policy in policies],
             pack=self._pack_info,
             model=self._model,
             worker=self._worker,
             cache=CacheHits(verdict=job.verdict_hit, feature=job.feature_hit),
             timings_ms=job.timings_ms,
             signals=job.signals,
+            matched=job.matched,
         )
 
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 from moderation_worker.events import (
     CacheHits,
+    Decision,
+    HashMatchInfo,
     ImageInfo,
     ModelDescription,
     ModerationRequest,
@@ -32,9 +34,32 @@ if TYPE_CHECKING:
 SignalValues = Mapping[str, tuple[float, tuple[str, ...]]]
 
 
-def policy_verdict(policy: Policy, score: float, signals: SignalValues | None = None) -> PolicyVerdict:
+def decided_by_signal(policy: Policy, signals: SignalValues | None) -> tuple[str, float] | None:
+    """(source, value) of a signal at or above its rule's ``decide_above``: the policy is decided by it
+    alone, and the VLM need not be asked."""
+    for rule in policy.signals:
+        if rule.decide_above is not None and signals and rule.source in signals:
+            value = signals[rule.source][0]
+            if value >= rule.decide_above:
+                return rule.source, value
+    return None
+
+
+def policy_verdict(policy: Policy, score: float | None, signals: SignalValues | None = None) -> PolicyVerdict:
     """The policy's verdict from the VLM's score and, for each of the policy's signal rules, the
-    specialist's value (``combine: max``: the confidence is the highest source)."""
+    specialist's value (``combine: max``: the confidence is the highest source). ``score`` is None
+    when a signal decided the policy alone (the VLM was not asked): its sources are that signal."""
+    if score is None:
+        decided = decided_by_signal(policy, signals)
+        if decided is None:
+            raise RuntimeError(f"policy {policy.id!r} has neither a score nor a deciding signal")
+        source, value = decided
+        return PolicyVerdict(
+            id=policy.id, version=policy.version, score=None, confidence=value,
+            sources=[SourceValue(source=source, value=value, evidence=list(signals[source][1]))],
+            threshold=policy.threshold, triggered=value >= policy.threshold, action=policy.action,
+            severity=policy.severity,
+        )  # fmt: skip
     sources = [SourceValue(source="vlm", value=policy.calibration.apply(score))]
     for rule in policy.signals:
         if signals is None or rule.source not in signals:
@@ -56,6 +81,30 @@ def policy_verdict(policy: Policy, score: float, signals: SignalValues | None = 
     )
 
 
+def hash_matched_verdicts(policies: Sequence[Policy], matched: HashMatchInfo) -> list[PolicyVerdict]:
+    """An image on a known-bad list: the entry's policy triggered by the match alone, every other
+    policy unscored (the model did not run), never an invented zero."""
+    verdicts = []
+    evidence = [f"{matched.label} ({matched.list})"]
+    for policy in policies:
+        hit = policy.id == matched.policy
+        verdicts.append(
+            PolicyVerdict(
+                id=policy.id,
+                version=policy.version,
+                score=None,
+                confidence=1.0 if hit else None,
+                sources=[SourceValue(source="hash_match", value=1.0, evidence=evidence)] if hit else [],
+                threshold=policy.threshold,
+                triggered=hit,
+                skipped_by=None if hit else "hash_match",
+                action=policy.action,
+                severity=policy.severity,
+            )
+        )
+    return verdicts
+
+
 def build_result(
     request: ModerationRequest,
     image: ImageFacts,
@@ -67,8 +116,14 @@ def build_result(
     cache: CacheHits,
     timings_ms: dict[str, float],
     signals: SignalValues | None = None,
+    matched: HashMatchInfo | None = None,
 ) -> ModerationResult:
-    verdicts = [policy_verdict(policy, score, signals) for policy, score in scored]
+    if matched is None:
+        verdicts = [policy_verdict(policy, score, signals) for policy, score in scored]
+        decision = decide(verdicts)
+    else:
+        verdicts = hash_matched_verdicts([policy for policy, _ in scored], matched)
+        decision = Decision.BLOCK  # a known-bad image is blocked whatever its policy's action
     return ModerationResult(
         event_id=request.event_id,
         content_id=request.content_id,
@@ -76,7 +131,8 @@ def build_result(
         source=request.source,
         submitted_at=request.submitted_at,
         metadata=request.metadata,
-        decision=decide(verdicts),
+        decision=decision,
+        matched=matched,
         image=ImageInfo(
             url=request.image_url,
             sha256=image.sha256,

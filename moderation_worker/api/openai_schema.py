@@ -65,11 +65,13 @@ def response(result: ModerationResult, pack: PolicyPack, *, model: str) -> dict[
                 verdicts[pid] for pid, category in mapped.items() if category == name and pid in verdicts
             ]
             categories[name] = any(v.triggered for v in members)
-            scores[name] = max((v.confidence for v in members), default=0.0)
+            # An unscored policy (skipped_by: the model did not run) counts as 0: typed clients
+            # need a number for every key.
+            scores[name] = max((v.confidence or 0.0 for v in members), default=0.0)
             applied[name] = ["image"] if members else []
     for policy_id, verdict in verdicts.items():
         categories[policy_id] = verdict.triggered
-        scores[policy_id] = verdict.confidence
+        scores[policy_id] = verdict.confidence or 0.0
         applied[policy_id] = ["image"]
     return {
         "id": f"modr-{uuid.uuid4().hex}",

@@ -43,7 +43,7 @@ def build_api(settings: Settings, api: ApiSettings, *, scorer: Scorer | None = N
     from moderation_worker.specialists.stage import SpecialistStage
 
     pack = load_policy_pack(settings.policy_pack_path())  # a bad pack fails before the model loads
-    specialists = SpecialistStage.for_pack(pack, concurrency=settings.specialists_concurrency)
+    specialists = SpecialistStage.from_settings(pack, settings)
     if scorer is None:
         scorer = load_scorer(settings, feature_cache=make_feature_cache(settings.feature_cache_bytes))
     fetcher = make_fetcher(settings)

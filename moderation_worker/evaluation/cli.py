@@ -47,7 +47,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     unknown = sorted({e.policy for e in examples} - {p.id for p in pack.policies})
     if unknown:
         raise ConfigurationError(f"{args.labels}: policies {unknown} are not in pack {pack.name!r}")
-    specialists = SpecialistStage.for_pack(pack, concurrency=settings.specialists_concurrency)
+    specialists = SpecialistStage.from_settings(pack, settings)
     s3 = S3Fetcher(client=make_s3_client(settings), max_bytes=settings.max_image_bytes)
     pipeline = build_pipeline(
         settings,

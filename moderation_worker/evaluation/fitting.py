@@ -39,7 +39,8 @@ def fit_pack(
     class, or whose scores do not rise with the label, are left as they are, with the reason."""
     policies, changes = [], []
     for policy in pack.policies:
-        mine = [o for o in observations if o.policy == policy.id]
+        # Calibration is of the VLM's score: only where the VLM was asked.
+        mine = [o for o in observations if o.policy == policy.id and o.score is not None]
         if not mine:
             policies.append(policy)
             continue

@@ -34,10 +34,14 @@ class SourceFigures:
 
 
 def series(observations: Sequence[Observation], policy: str) -> dict[str, tuple[list[float], list[bool]]]:
-    """(values, labels) per source of one policy, the combined confidence last."""
+    """(values, labels) per source of one policy, the combined confidence last. A source is measured on
+    the examples it produced a value for (the VLM is not asked where a specialist decided alone)."""
     mine = [o for o in observations if o.policy == policy]
     names = list(dict.fromkeys(name for o in mine for name in o.sources))
-    out = {name: ([o.sources[name] for o in mine], [o.label for o in mine]) for name in names}
+    out = {}
+    for name in names:
+        having = [o for o in mine if name in o.sources]
+        out[name] = ([o.sources[name] for o in having], [o.label for o in having])
     if len(names) > 1:
         out[COMBINED] = ([o.confidence for o in mine], [o.label for o in mine])
     return out

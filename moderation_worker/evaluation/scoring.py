@@ -14,11 +14,12 @@ from moderation_worker.pipeline import Pipeline
 
 @dataclass(frozen=True, slots=True)
 class Observation:
-    """One labelled example scored: the VLM's raw score, each source's value, the combined confidence."""
+    """One labelled example scored: the VLM's raw score (None when a specialist decided the policy
+    alone), each source's value, the combined confidence."""
 
     policy: str
     label: bool
-    score: float
+    score: float | None
     sources: dict[str, float]
     confidence: float
 
@@ -54,6 +55,8 @@ def score_examples(
                 scored.failed.append((image, outcome.error_code or outcome.kind.value))
                 continue
             for verdict in outcome.result.policies:
+                if verdict.confidence is None or verdict.id not in by_image[image]:
+                    continue  # not scored (a known-bad image): nothing to measure
                 scored.observations.append(
                     Observation(
                         policy=verdict.id,

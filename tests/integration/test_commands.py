@@ -71,3 +71,19 @@ def test_the_demo_runs_the_whole_job_and_stops_everything_it_started(tmp_path):
         assert code in out
     assert "verdict " in out  # the repeated photo was served from the verdict cache
     assert "Stopped the embedded stack." in out
+    # The specialists (installed here) give real verdicts beside the random VLM's.
+    real = out[out.index("REAL SIGNALS") :]
+    rows = {
+        line.split()[0]: line
+        for line in real.splitlines()[2:]
+        if line.strip() and not line.startswith("Stopped")
+    }
+    assert "demo-known-bad" in rows["known-bad-copy"] and rows["known-bad-copy"].split()[1] == "block"
+    assert "payment_card: **** **** **** 1111" in rows["screenshot-card"]
+    assert "4111 1111 1111 1111" not in out + completed.stderr
+    nudity = [
+        float(rows[name].split()[-1])
+        for name in rows
+        if name.startswith("photo-") and "demo-known-bad" not in rows[name]
+    ]
+    assert nudity and all(score < 0.2 for score in nudity)

@@ -236,3 +236,24 @@ def test_a_trusted_proxy_header_logs_in_only_from_a_trusted_address(tmp_path):
         )  # the cookie now
     finally:
         proxied.client.close()
+
+
+def test_a_known_bad_verdict_shows_its_unscored_policies_as_not_scored(tmp_path):
+    from moderation_worker.events import Decision, HashMatchInfo
+    from moderation_worker.verdicts import hash_matched_verdicts
+
+    from .factories import PACK, verdict
+    from .web_fixtures import build_console
+
+    matched = HashMatchInfo(list="known.csv", list_version="v1", label="known-bad", source="t",
+                            policy="graphic_violence", distance=9)  # fmt: skip
+    known_bad = verdict("known-bad-1", content_id="k1", image_url="s3://bucket/k1.png").model_copy(
+        update={"policies": hash_matched_verdicts(PACK.policies, matched), "matched": matched,
+                "decision": Decision.BLOCK}
+    )  # fmt: skip
+    console = build_console(tmp_path, verdicts=[known_bad])
+    console.login("mo")
+    page = console.client.post("/next", data={"csrf_token": console.csrf(), "queue": "default"})
+    assert page.status_code == 200
+    assert page.text.count("not scored") == len(PACK.policies) - 1
+    assert "None" not in page.text

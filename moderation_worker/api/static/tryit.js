@@ -39,7 +39,8 @@
       bar.className = "bar";
       const fill = document.createElement("div");
       fill.className = "fill" + (p.triggered ? " triggered" : "");
-      fill.style.width = (100 * p.confidence).toFixed(1) + "%";
+      const scored = p.confidence !== null && p.confidence !== undefined;
+      fill.style.width = (scored ? 100 * p.confidence : 0).toFixed(1) + "%";
       const mark = document.createElement("div");
       mark.className = "threshold";
       mark.style.left = (100 * p.threshold).toFixed(1) + "%";
@@ -47,7 +48,8 @@
       bar.append(fill, mark);
       cell.appendChild(bar);
       row.appendChild(cell);
-      row.appendChild(text("td", `${p.confidence.toFixed(3)} / ${p.threshold}${p.triggered ? " · triggered" : ""}`));
+      const value = scored ? p.confidence.toFixed(3) : `not scored (${p.skipped_by})`;
+      row.appendChild(text("td", `${value} / ${p.threshold}${p.triggered ? " · triggered" : ""}`));
       body.appendChild(row);
     }
     $("answer").hidden = false;
