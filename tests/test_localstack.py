@@ -277,8 +277,9 @@ def test_start_retries_on_fresh_ports_when_its_first_choice_is_taken(
         taken = squatter.getsockname()[1]
         choices = iter([taken])
         real_free_port = localstack.free_port
+        # Where the services look it up: the first choice is the squatted port.
         monkeypatch.setattr(
-            localstack, "free_port", lambda offsets: next(choices, None) or real_free_port(offsets)
+            localstack.service, "free_port", lambda offsets: next(choices, None) or real_free_port(offsets)
         )
 
         # When the broker starts, I expect it up on another port, and no broker left on the taken one
