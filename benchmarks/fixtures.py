@@ -146,7 +146,9 @@ def scorer_options() -> dict[str, int]:
     }
 
 
-def load_scorer(model_dir: Path, *, strategy: str = "auto", feature_cache=None) -> HFScorer:
+def load_scorer(
+    model_dir: Path, *, strategy: str = "auto", feature_cache=None, suffix_layout: str = "auto"
+) -> HFScorer:
     """The CPU benchmark model through the production loader, bounded like the worker's by default."""
     from moderation_worker.model.hf import HFScorer
 
@@ -155,6 +157,7 @@ def load_scorer(model_dir: Path, *, strategy: str = "auto", feature_cache=None) 
         device="cpu",
         local_files_only=True,
         strategy=strategy,
+        suffix_layout=suffix_layout,
         feature_cache=feature_cache,
         **scorer_options(),
     )

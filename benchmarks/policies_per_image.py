@@ -1,7 +1,10 @@
 """Section 1: the cost of one image against 1, 4, 8 and 16 policies, per scoring strategy.
 
 ``scorer.score`` on the CPU benchmark model, the vision encoder included every time (no feature cache):
-- shared_prefix: the image and the fixed text run once with the KV cache, the policy suffixes batched on it;
+- shared_prefix: the image and the fixed text run once with the KV cache, the policy suffixes batched on it,
+  one row per policy, each holding a copy of its image's prefix KV;
+- packed: the same, with every suffix of an image in one row behind a block attention mask (the prefix
+  KV held once per image);
 - reused_features: the vision encoder once per image, then one full language-model pass per policy;
 - plain: one full pass per policy (processor and model on every (image, policy) pair): the baseline;
 - naive: what a first integration does: for each policy, ``model.generate`` on the processor's full
@@ -96,7 +99,28 @@ def token_counts(processor, render: Callable[[str], str], image, prompts: list[s
         # Language-model tokens one full pass per policy processes over those a shared prefix does: what
         # plain/shared_prefix would be if only those tokens cost (plain also runs the vision encoder N times).
         "token_bound": full_tokens / (prefix + sum(suffixes)),
+        "suffix_tokens_total": sum(suffixes),
     }
+
+
+def _kv_memory_table(model, tokens: list[dict], counts: Sequence[int]) -> tuple[str, Table]:
+    """KV bytes one image's suffix pass holds, per layout, from the model's cache shape: per row, every
+    layer keeps a key and a value of (KV heads x head size) per token."""
+    config = model.config.get_text_config()
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * model.dtype.itemsize
+    table = Table(["policies", "prefix tok", "suffix tok (all)", "rows KiB", "packed KiB", "rows/packed"])
+    for n, row in zip(counts, tokens, strict=True):
+        prefix, suffixes = row["prefix_tokens"], row["suffix_tokens_total"]
+        rows_bytes = per_token * (n * prefix + suffixes)  # a prefix copy per policy row
+        packed_bytes = per_token * (prefix + suffixes)  # the prefix once
+        table.add(n, prefix, suffixes, fmt(rows_bytes / 1024), fmt(packed_bytes / 1024),
+                  fmt(rows_bytes / packed_bytes) + "x")  # fmt: skip
+    title = (f"KV cache of one image's suffix pass, full prompts, {model.dtype} "
+             f"({per_token} bytes per token: 2 x {config.num_hidden_layers} layers x {kv_heads} KV heads x "
+             f"{head_dim}), computed from the cache shape")  # fmt: skip
+    return title, table
 
 
 def _ratio_cell(result: SectionResult, key: str) -> str:
@@ -114,10 +138,11 @@ def run(ctx: Context) -> SectionResult:
     result = SectionResult(1, "policies_per_image", "Policies per image: score() cost per strategy")
     shape = ctx.shape
     model_dir = ctx.model_dir()
-    scorers = {name: load_scorer(model_dir, strategy=name) for name in STRATEGIES[:3]}
+    scorers = {name: load_scorer(model_dir, strategy=name, suffix_layout="rows") for name in STRATEGIES[:3]}
     for name, scorer in scorers.items():
         if scorer.strategy != name:
             raise RuntimeError(f"asked for strategy {name!r}, the scorer chose {scorer.strategy!r}")
+    scorers["packed"] = load_scorer(model_dir, strategy="shared_prefix", suffix_layout="packed")
     plain = scorers["plain"]
     naive = NaiveGenerate(plain.model, plain.processor)
     scorers_and_naive: dict[str, object] = {**scorers, "naive": naive}
@@ -154,6 +179,8 @@ def run(ctx: Context) -> SectionResult:
             "reused_features ms",
             "plain ms",
             "naive ms",
+            "packed ms",
+            "rows/packed",
             "reused/shared",
             "plain/shared",
             "token bound",
@@ -179,8 +206,11 @@ def run(ctx: Context) -> SectionResult:
                 group = f"{style}/{n_images}img/{n}pol"
                 for name, figure in figures.items():
                     result.figures[f"{group}/{name}"] = figure
+                result.ratios[f"{group}/shared_prefix_over_packed"] = ratio(
+                    result.figures, f"{group}/shared_prefix", f"{group}/packed"
+                )
                 for name in figures:
-                    if name != "shared_prefix":
+                    if name not in ("shared_prefix", "packed"):
                         result.ratios[f"{group}/{name}_over_shared_prefix"] = ratio(
                             result.figures, f"{group}/{name}", f"{group}/shared_prefix"
                         )
@@ -192,11 +222,14 @@ def run(ctx: Context) -> SectionResult:
                     tokens["prefix_tokens"],
                     tokens["suffix_tokens_mean"],
                     *(fmt(figures[name].median) if name in figures else "-" for name in STRATEGIES),
+                    fmt(figures["packed"].median),
+                    _ratio_cell(result, f"{group}/shared_prefix_over_packed"),
                     *(_ratio_cell(result, f"{group}/{name}_over_shared_prefix") for name in STRATEGIES[1:3]),
                     fmt(tokens["token_bound"]) + "x",
                     _ratio_cell(result, f"{group}/naive_over_shared_prefix"),
                 )
     result.info["naive_answers"] = naive.answers
+    result.tables.append(_kv_memory_table(plain.model, result.info["tokens"]["full"], counts))
     image_tokens = result.info["tokens"]["full"][0]["image_tokens"]
     result.tables.append(
         (

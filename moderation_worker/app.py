@@ -50,6 +50,7 @@ def load_scorer(
         max_pairs_per_pass=settings.score_batch_pairs,
         token_budget=settings.score_token_budget,
         strategy=settings.scoring_strategy,
+        suffix_layout=settings.scoring_suffix_layout,
         attn_implementation=settings.attn_implementation,
         compile_model=settings.model_compile,
         local_files_only=settings.model_local_files_only,

@@ -150,6 +150,12 @@ class Settings(BaseSettings):
     scoring_strategy: Literal["auto", "shared_prefix", "reused_features", "plain"] = Field(
         "auto", description="auto: the fastest path the model passes a probe on; others force one."
     )
+    scoring_suffix_layout: Literal["auto", "packed", "rows"] = Field(
+        "auto",
+        description="With shared_prefix: packed (every policy's suffix in one row per image, the prefix KV "
+        "held once, a block attention mask) or rows (one row per policy, each with a copy of the prefix). "
+        "auto: packed where it passes the start-up probe and, on a GPU, is also the faster.",
+    )
     attn_implementation: Literal["sdpa", "flash_attention_2", "eager"] | None = Field(
         None, description="Attention kernels; None: transformers' default (sdpa where supported)."
     )

@@ -20,6 +20,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -109,6 +111,7 @@ class HFScorer:
         max_pairs_per_pass: int = 64,
         token_budget: int = 16_384,
         strategy: Literal["auto"] | Strategy = "auto",
+        suffix_layout: Literal["auto", "packed", "rows"] = "auto",
     ) -> None:
         if max_pairs_per_pass < 1:
             raise ConfigurationError(f"max_pairs_per_pass must be at least 1, got {max_pairs_per_pass}")
@@ -131,7 +134,9 @@ class HFScorer:
             processor.image_processor.to_json_string().encode()
         ).hexdigest()[:16]
         self._render = functools.lru_cache(maxsize=4096)(self._render_uncached)
+        self._layout = "rows"  # the probes of the strategies run on the layout that always works
         self._injection, self._strategy = self._choose_strategy(strategy)
+        self._layout = self._choose_layout(suffix_layout)
         self._info = replace(info, strategy=self._strategy)  # verdicts and /metrics say how they were scored
 
     @classmethod
@@ -150,6 +155,7 @@ class HFScorer:
         max_pairs_per_pass: int = 64,
         token_budget: int = 16_384,
         strategy: Literal["auto"] | Strategy = "auto",
+        suffix_layout: Literal["auto", "packed", "rows"] = "auto",
         compile_model: bool = False,
     ) -> HFScorer:
         """Load a model (hub id or local path) through the Auto classes; ConfigurationError if unusable.
@@ -211,6 +217,7 @@ class HFScorer:
             max_pairs_per_pass=max_pairs_per_pass,
             token_budget=token_budget,
             strategy=strategy,
+            suffix_layout=suffix_layout,
         )
 
     @property
@@ -357,6 +364,7 @@ class HFScorer:
             pad_id=self._tokenizer.pad_token_id,
             token_budget=self._token_budget,
             max_rows=self._max_pairs_per_pass,
+            layout=self._layout,
         )
 
     # --- full passes ---------------------------------------------------------------------------------------
@@ -469,6 +477,54 @@ class HFScorer:
                 )
             rejected[strategy] = reason
         raise AssertionError("the plain strategy either passes its probe or raises")  # pragma: no cover
+
+    @property
+    def suffix_layout(self) -> str:
+        """How shared-prefix suffixes are laid out: ``packed`` (the prefix KV once per image) or
+        ``rows`` (a copy per policy); ``rows`` for the other strategies."""
+        return self._layout
+
+    def _choose_layout(self, requested: str) -> str:
+        """``auto``: on a GPU, ``packed`` where it passes the probe and also scores it faster (a custom
+        mask can cost the fastest attention kernels); on a CPU ``rows``, measured faster there (the
+        dense block mask over a row of every suffix costs more than the prefix copies save: benchmark
+        section 1). ``packed`` is then the choice for memory, on request. Decided and logged once."""
+        if self._strategy != "shared_prefix" or requested == "rows":
+            return "rows"
+        if requested == "auto" and self._device.type != "cuda":
+            return "rows"
+        self._layout = "packed"
+        reason = self._probe("shared_prefix", self._injection)
+        if reason is None and requested == "auto" and self._device.type == "cuda":
+            packed_s, rows_s = self._time_layouts()
+            if packed_s > rows_s:
+                reason = f"slower here: {packed_s * 1000:.1f} ms against {rows_s * 1000:.1f} ms per probe"
+        if reason is not None and requested == "packed":
+            raise ConfigurationError(f"the packed suffix layout was required but cannot be used: {reason}")
+        layout = "packed" if reason is None else "rows"
+        log.info("suffix_layout_chosen", layout=layout, **({"packed_not_used": reason} if reason else {}))
+        return layout
+
+    def _time_layouts(self, repeats: int = 3) -> tuple[float, float]:
+        """Seconds per probe scoring (8 prompts) with each layout, the best of ``repeats``."""
+        image = Image.linear_gradient("L").resize((224, 224)).convert("RGB")
+        prompts = [f"Probe question {n}?" for n in range(8)]
+        request = ScoringRequest(image=image, image_key="layout-probe", prompts=prompts)
+        timings = {}
+        cache, self._feature_cache = self._feature_cache, None
+        try:
+            for layout in ("packed", "rows"):
+                self._layout = layout
+                best = math.inf
+                for _ in range(repeats + 1):  # the first is warm-up
+                    started = time.perf_counter()
+                    self.score([request])
+                    torch.cuda.synchronize()
+                    best = min(best, time.perf_counter() - started)
+                timings[layout] = best
+        finally:
+            self._feature_cache = cache
+        return timings["packed"], timings["rows"]
 
     def _warn_if_prefix_lost(self, chosen: Strategy, rejected: dict[str, str]) -> None:
         """A family built for the shared prefix that falls back loses most of its speed: say so loudly.

@@ -15,7 +15,15 @@ explicitly; nothing relies on state the model keeps between calls.
 Layout of one suffix-pass row, whose cache holds its image's left-padded prefix:
     [prefix padding | prefix tokens | suffix padding | suffix tokens]
 Padding in the middle is masked by the 2-D attention mask; the last column is every row's last real token,
-so only one position of logits is computed per row.
+so only one position of logits is computed per row. Each row holds a copy of its image's prefix KV.
+
+The packed layout (``layout="packed"``) holds the prefix KV once per image instead: one row per image,
+    [prefix padding | prefix tokens | suffix padding | suffix 1 | suffix 2 | ... | suffix N]
+with a block attention mask (as tree attention in speculative decoding): each suffix attends to the
+prefix and to itself, causally, never to another suffix; each suffix's positions continue from the
+prefix's next position, and logits are computed only at each suffix's last token. KV memory then grows
+with the suffix tokens only. A custom mask can cost the fastest attention kernels: the scorer chooses
+the layout at start-up (see HFScorer).
 """
 
 from __future__ import annotations
@@ -105,7 +113,11 @@ class SharedPrefixScorer:
         pad_id: int,
         token_budget: int,
         max_rows: int,
+        layout: str = "rows",
     ) -> None:
+        if layout not in ("rows", "packed"):
+            raise ValueError(f"unknown suffix layout {layout!r}")
+        self._layout = layout
         self._model = model
         self._processor = processor
         self._injection = injection
@@ -122,10 +134,57 @@ class SharedPrefixScorer:
     def answer_logits(self, jobs: Sequence[PrefixJob], result: torch.Tensor) -> None:
         """Fill ``result[job.outputs[i]]`` with the (yes, no) logits of each job's i-th prompt."""
         prefix_lengths = [len(job.split.prefix) for job in jobs]
+        if self._layout == "packed":
+            # A packed row holds its prefix and every suffix: budget the whole row.
+            totals = [sum(len(s) for s in job.split.suffixes) for job in jobs]
+            for group in group_by_budget(
+                prefix_lengths, token_budget=self._token_budget, max_rows=self._max_rows,
+                extra=lambda i: totals[i],
+            ):  # fmt: skip
+                self._packed_group([jobs[i] for i in group], result)
+            return
         for group in group_by_budget(
             prefix_lengths, token_budget=self._token_budget, max_rows=self._max_rows
         ):
             self._score_group([jobs[i] for i in group], result)
+
+    def _packed_group(self, jobs: list[PrefixJob], result: torch.Tensor) -> None:
+        cache, prefix_mask, next_position = self._prefix_pass(jobs)
+        device = self._model.device
+        ids, _ = pad_left([[t for s in job.split.suffixes for t in s] for job in jobs], self._pad_id)
+        rows, width = ids.shape
+        # Per column: which suffix it belongs to (-1: padding) and its offset inside that suffix.
+        segment = torch.full((rows, width), -1, dtype=torch.long)
+        offset = torch.zeros((rows, width), dtype=torch.long)
+        last_columns: list[tuple[int, int, int]] = []  # (row, column, output row)
+        for row, job in enumerate(jobs):
+            column = width - sum(len(s) for s in job.split.suffixes)
+            for index, suffix in enumerate(job.split.suffixes):
+                segment[row, column : column + len(suffix)] = index
+                offset[row, column : column + len(suffix)] = torch.arange(len(suffix))
+                last_columns.append((row, column + len(suffix) - 1, job.outputs[index]))
+                column += len(suffix)
+        causal = torch.ones((width, width), dtype=torch.bool).tril()
+        same = (segment[:, :, None] == segment[:, None, :]) & (segment[:, :, None] >= 0) & causal
+        same |= torch.eye(width, dtype=torch.bool) & (segment[:, :, None] < 0)  # padding sees itself
+        sees_prefix = prefix_mask.bool().cpu()[:, None, :] & (segment[:, :, None] >= 0)
+        allowed = torch.cat([sees_prefix, same], dim=2)[:, None]
+        dtype = self._model.dtype
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+        positions = next_position.cpu()[:, None] + offset
+        keep = sorted({column for _, column, _ in last_columns})
+        outputs = self._model(
+            input_ids=to_device(ids, device),
+            attention_mask=to_device(mask, device),
+            position_ids=to_device(positions, device).unsqueeze(0).expand(3, -1, -1),
+            use_cache=True,
+            logits_to_keep=torch.tensor(keep, device=device),  # only each suffix's last token
+            **{self._cache_argument: cache},
+        )
+        logits = outputs.logits.index_select(-1, self._answer_ids).float().cpu()
+        where = {column: i for i, column in enumerate(keep)}
+        for row, column, target in last_columns:
+            result[target] = logits[row, where[column]]
 
     def _score_group(self, jobs: list[PrefixJob], result: torch.Tensor) -> None:
         cache, prefix_mask, next_position = self._prefix_pass(jobs)

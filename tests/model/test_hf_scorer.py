@@ -182,15 +182,18 @@ def _pack_prompts(count: int) -> list[str]:
     return ([pack.prompt(policy) for policy in pack.policies] + extra)[:count]
 
 
+@pytest.mark.parametrize("layout", ["rows", "packed"])
 @pytest.mark.parametrize("policies", [1, 4, 16])
 @pytest.mark.parametrize(
     ("width", "height"), [(112, 112), (112, 56), (42, 98)], ids=["square", "wide", "tall"]
 )
 def test_shared_prefix_scores_equal_one_full_prompt_pass_per_policy(
-    tiny_model_dir, noise_image, policies, width, height
+    tiny_model_dir, noise_image, policies, width, height, layout
 ):
-    # Given a policy pack of 1, 4 or 16 prompts and square or non-square images (different 3-D positions)
-    shared = _load(tiny_model_dir, strategy="shared_prefix")
+    # Given a policy pack of 1, 4 or 16 prompts and square or non-square images (different 3-D positions),
+    # suffixes in rows of their own or packed into one row per image behind a block mask
+    shared = _load(tiny_model_dir, strategy="shared_prefix", suffix_layout=layout)
+    assert shared.suffix_layout == layout
     plain = _load(tiny_model_dir, strategy="plain")
     requests = [ScoringRequest(noise_image(width, height), "img", _pack_prompts(policies))]
 
@@ -225,7 +228,7 @@ class _LanguageModelPasses:
 def test_the_shared_prefix_runs_once_per_image_and_the_policies_once_against_its_cache(
     tiny_model_dir, noise_image
 ):
-    scorer = _load(tiny_model_dir, strategy="shared_prefix")
+    scorer = _load(tiny_model_dir, strategy="shared_prefix", suffix_layout="rows")
     prompts = _pack_prompts(16)
     requests = [
         ScoringRequest(noise_image(112, 112), "a", prompts),
@@ -247,10 +250,39 @@ def test_the_shared_prefix_runs_once_per_image_and_the_policies_once_against_its
     assert suffix_rows == 32 and suffix_cached == prefix_tokens
 
 
+def test_packed_suffixes_hold_each_prefix_once_one_row_per_image(tiny_model_dir, noise_image):
+    scorer = _load(tiny_model_dir, strategy="shared_prefix", suffix_layout="packed")
+    prompts = _pack_prompts(16)
+    requests = [
+        ScoringRequest(noise_image(112, 112), "a", prompts),
+        ScoringRequest(noise_image(56, 84), "b", prompts),
+    ]
+    passes = _LanguageModelPasses(scorer)
+    try:
+        scorer.score(requests)
+    finally:
+        passes.close()
+
+    # I expect the prefix pass, then one row per image holding all 16 suffixes against a cache of one
+    # prefix per image (not 32 copies): KV memory grows by the suffix tokens only
+    assert len(passes.passes) == 2
+    (prefix_rows, prefix_tokens, _), (suffix_rows, suffix_tokens, suffix_cached) = passes.passes
+    assert prefix_rows == suffix_rows == 2 and suffix_cached == prefix_tokens
+    split = [len(scorer.processor.tokenizer(p)["input_ids"]) for p in prompts]
+    assert suffix_tokens < sum(split)  # the suffixes, not the whole prompts, are what a row adds
+
+
+def test_on_a_cpu_auto_keeps_rows_and_packed_can_be_required(tiny_model_dir):
+    # Section 1 measured rows faster on CPU; on a GPU auto times both on a probe.
+    assert _load(tiny_model_dir, strategy="shared_prefix").suffix_layout == "rows"
+    assert _load(tiny_model_dir, strategy="shared_prefix", suffix_layout="packed").suffix_layout == "packed"
+    assert _load(tiny_model_dir, strategy="plain", suffix_layout="packed").suffix_layout == "rows"
+
+
 def test_a_token_budget_splits_passes_without_changing_scores(tiny_model_dir, noise_image):
     # Given a budget too small for two prefixes in one pass, or more than a few suffix rows on their cache
-    roomy = _load(tiny_model_dir, strategy="shared_prefix")
-    tight = _load(tiny_model_dir, strategy="shared_prefix", token_budget=256)
+    roomy = _load(tiny_model_dir, strategy="shared_prefix", suffix_layout="rows")
+    tight = _load(tiny_model_dir, strategy="shared_prefix", token_budget=256, suffix_layout="rows")
     requests = [
         ScoringRequest(noise_image(112, 112), "a", _pack_prompts(6)),
         ScoringRequest(noise_image(84, 56), "b", POLICIES[:5]),
