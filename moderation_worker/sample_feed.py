@@ -24,6 +24,7 @@ from kafka.errors import KafkaError
 from moderation_worker import samples
 from moderation_worker.config import Settings
 from moderation_worker.fetch import make_s3_client
+from moderation_worker.localstack.clients import create_bucket
 
 
 def add_parser(commands, worker_settings: argparse.ArgumentParser) -> None:
@@ -64,14 +65,7 @@ def sample_uploads() -> dict[str, bytes]:
 def publish_samples(settings: Settings, *, bucket: str, prefix: str, tenant: str) -> list[dict]:
     """Upload the samples, then publish their events (keyed by content id); the events, in order."""
     s3 = make_s3_client(settings)
-    try:
-        s3.create_bucket(Bucket=bucket)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in (
-            "BucketAlreadyOwnedByYou",
-            "BucketAlreadyExists",
-        ):
-            raise
+    create_bucket(s3, bucket)  # in the client's region; one this account already owns is fine
     run_id = uuid.uuid4().hex[:8]
     events = []
     for name, data in sample_uploads().items():

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 
 import structlog
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaError, for_code
+from kafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from moderation_worker.config import Settings
 
 log = structlog.get_logger(__name__)
 
-_TOPIC_ALREADY_EXISTS = 36
+_TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,26 +45,41 @@ def ensure_topics(
     timeout_s: float = 30.0,
 ) -> list[TopicOutcome]:
     """Create each topic that does not exist; KafkaError for anything but "already exists"."""
+    admin = KafkaAdminClient(**settings.kafka_common(), request_timeout_ms=int(timeout_s * 1000))
+    try:
+        return create_missing(
+            admin, names, partitions=partitions, replication_factor=replication_factor,
+            retention_ms=retention_ms, timeout_s=timeout_s,
+        )  # fmt: skip
+    finally:
+        admin.close()
+
+
+def create_missing(
+    admin: KafkaAdminClient,
+    names: Sequence[str],
+    *,
+    partitions: int,
+    replication_factor: int,
+    retention_ms: int | None = None,
+    timeout_s: float = 30.0,
+) -> list[TopicOutcome]:
+    """The topics created (or found) through ``admin``, in the order named, once every partition has a
+    leader: a created topic is not produceable until then (real Kafka elects leaders asynchronously)."""
     wanted = list(dict.fromkeys(names))
+    if not wanted:
+        return []
     spec: dict[str, object] = {"num_partitions": partitions, "replication_factor": replication_factor}
     if retention_ms is not None:
         spec["topic_configs"] = {"retention.ms": str(retention_ms)}
-    admin = KafkaAdminClient(
-        **settings.kafka_common(),
-        request_timeout_ms=int(timeout_s * 1000),
-    )
-    try:
-        response = admin.create_topics({name: spec for name in wanted}, raise_errors=False)
-        outcomes = []
-        for topic in response["topics"]:
-            code = topic["error_code"]
-            if code not in (0, _TOPIC_ALREADY_EXISTS):
-                raise for_code(code)(f"create topic {topic['name']!r}: {topic['error_message']}")
-            outcomes.append(TopicOutcome(topic["name"], created=code == 0))
-        # A created topic is not produceable until its partitions have leaders.
-        admin.wait_for_topics(wanted, timeout_ms=int(timeout_s * 1000))
-    finally:
-        admin.close()
+    response = admin.create_topics({name: spec for name in wanted}, raise_errors=False)
+    outcomes = []
+    for topic in response["topics"]:
+        code = topic["error_code"]
+        if code not in (0, _TOPIC_ALREADY_EXISTS):
+            raise for_code(code)(f"create topic {topic['name']!r}: {topic['error_message']}")
+        outcomes.append(TopicOutcome(topic["name"], created=code == 0))
+    admin.wait_for_topics(wanted, timeout_ms=int(timeout_s * 1000))
     order = {name: index for index, name in enumerate(wanted)}
     return sorted(outcomes, key=lambda outcome: order.get(outcome.name, len(order)))
 

@@ -10,9 +10,8 @@ from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError
 from kafka import KafkaAdminClient
-from kafka.errors import for_code
 
-from moderation_worker.localstack.common import _KAFKA_TOPIC_EXISTS
+from moderation_worker.topics import create_missing
 
 S3Client = BaseClient  # boto3 builds the S3 class at run time; there is nothing narrower to name
 
@@ -31,8 +30,8 @@ def create_topics(
     timeout_s: float = 10.0,
 ) -> None:
     """Create topics (existing ones are left as they are) and wait until every partition has a leader."""
-    wanted = list(dict.fromkeys(names))
-    if not wanted:
+    names = list(names)
+    if not names:
         return
     admin = KafkaAdminClient(
         bootstrap_servers=bootstrap_servers,
@@ -41,14 +40,9 @@ def create_topics(
         client_id="localstack-admin",
     )
     try:
-        spec = {"num_partitions": partitions, "replication_factor": replication_factor}
-        response = admin.create_topics({name: spec for name in wanted}, raise_errors=False)
-        for topic in response["topics"]:
-            code = topic["error_code"]
-            if code not in (0, _KAFKA_TOPIC_EXISTS):
-                raise for_code(code)(f"create topic {topic['name']!r}: {topic['error_message']}")
-        # A created topic is not yet produceable everywhere (real Kafka elects leaders asynchronously).
-        admin.wait_for_topics(wanted, timeout_ms=int(timeout_s * 1000))
+        create_missing(
+            admin, names, partitions=partitions, replication_factor=replication_factor, timeout_s=timeout_s
+        )
     finally:
         admin.close()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from kafka.errors import TopicAlreadyExistsError
-
 from moderation_worker.errors import ModerationError
 
 LOOPBACK = "127.0.0.1"
@@ -19,7 +17,6 @@ _WEED_GRPC_OFFSET = 10000
 _WEED_PORT_OFFSETS = tuple(range(5)) + tuple(_WEED_GRPC_OFFSET + i for i in range(5))
 # SeaweedFS hard-codes its local sockets under /tmp and leaves some behind; removed after the process ends.
 _WEED_SOCKET_GLOB = "seaweedfs-*-{port}.sock"
-_KAFKA_TOPIC_EXISTS = TopicAlreadyExistsError.errno
 _PR_SET_PDEATHSIG = 1
 
 
