@@ -212,7 +212,7 @@ class Pipeline:
         if job.matched is not None:  # known-bad: blocked, nothing else runs for it
             job.timings_ms["specialists"] = _ms(time.perf_counter() - started)
             return
-        needed = self._specialists.needs(job.policies)
+        needed = self._pack.specialists(job.policies)
         if not needed:
             return
         images = {"model": image.image, "ocr": image.image}

@@ -156,7 +156,7 @@ class PolicyPack(BaseModel):
 
     def specialists(self, policies: Sequence[Policy] | None = None) -> frozenset[str]:
         """The specialists the given policies (all by default) need."""
-        chosen = policies or self.policies
+        chosen = self.policies if policies is None else policies
         return frozenset(rule.specialist for p in chosen for rule in p.signals) | frozenset(
             name for p in chosen for name in p.context
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +20,7 @@ from PIL import Image
 from moderation_worker.config import Settings
 from moderation_worker.errors import ConfigurationError
 from moderation_worker.events import HashMatchInfo
-from moderation_worker.policies import Policy, PolicyPack
+from moderation_worker.policies import PolicyPack
 from moderation_worker.specialists.base import Specialist
 
 if TYPE_CHECKING:
@@ -136,12 +135,6 @@ class SpecialistStage:
     @property
     def names(self) -> frozenset[str]:
         return frozenset(self._specialists)
-
-    def needs(self, policies: Sequence[Policy]) -> frozenset[str]:
-        """The specialists these policies use: for a signal, or for their prompt's context."""
-        return frozenset(rule.specialist for p in policies for rule in p.signals) | frozenset(
-            name for p in policies for name in p.context
-        )
 
     def analyse(self, images: dict[str, Image.Image], needed: frozenset[str]) -> StageResult:
         """Run the ``needed`` specialists; ``images`` by use: "ocr" (up to OCR_EDGE) and "model"."""
