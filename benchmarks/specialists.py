@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from benchmarks import photos
 from benchmarks.fixtures import Context, default_pack, load_scorer
 from benchmarks.report import REPO, SectionResult, Table, fmt
 from benchmarks.timing import interleaved, progress, ratio
+from moderation_worker import samples
 from moderation_worker.app import build_pipeline
 from moderation_worker.cache import BoundedLRUCache
 from moderation_worker.config import Settings
@@ -27,17 +28,8 @@ from moderation_worker.policies import load_policy_pack
 
 
 def _screenshot() -> Image.Image:
-    image = Image.new("RGB", (900, 360), "white")
-    draw = ImageDraw.Draw(image)
-    try:
-        font = ImageFont.truetype("DejaVuSans.ttf", 28)
-    except OSError:
-        font = ImageFont.load_default(28)
-    for row, text in enumerate(
-        ["Card: 4111 1111 1111 1111", "Contact: jane.doe@example.com", "Price: $19.99"]
-    ):
-        draw.text((24, 20 + 56 * row), text, fill="black", font=font)
-    return image
+    lines = ["Card: 4111 1111 1111 1111", "Contact: jane.doe@example.com", "Price: $19.99"]
+    return samples.screenshot([(text, 28, (0, 0, 0)) for text in lines])
 
 
 def run(ctx: Context) -> SectionResult:

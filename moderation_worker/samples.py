@@ -100,3 +100,37 @@ def synthetic_photos(count: int = 6, *, size: tuple[int, int] = (640, 480)) -> d
         image.save(buffer, format=kind, **({} if kind == "PNG" else {"quality": 88}))
         photos[f"synthetic-{index}.{kind.lower().replace('jpeg', 'jpg')}"] = buffer.getvalue()
     return photos
+
+
+_FONT_DIRS = (Path("/usr/share/fonts/truetype/dejavu"),)  # Debian's fonts-dejavu-core
+
+
+def dejavu(size: int):
+    """DejaVu Sans at ``size`` points where the system has it, else Pillow's bundled default font."""
+    from PIL import ImageFont
+
+    for folder in (*_FONT_DIRS, Path(ImageFont.__file__).parent / "fonts"):
+        path = folder / "DejaVuSans.ttf"
+        if path.is_file():
+            return ImageFont.truetype(str(path), size)
+    return ImageFont.load_default(size)
+
+
+def screenshot(
+    lines: list[tuple[str, int, tuple[int, int, int]]],
+    *,
+    size: tuple[int, int] = (900, 360),
+    origin: tuple[int, int] = (24, 20),
+    line_spacing: float = 2.0,
+) -> Image.Image:
+    """A white page with one text line per (text, font size, colour), top to bottom, each line
+    ``line_spacing`` times its font size below the last: a synthetic screenshot for OCR."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    x, y = origin
+    for text, points, colour in lines:
+        draw.text((x, y), text, fill=colour, font=dejavu(points))
+        y += int(points * line_spacing)
+    return image

@@ -10,7 +10,7 @@ import io
 import json
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from moderation_worker import samples
 from moderation_worker.config import Settings
@@ -44,16 +44,11 @@ def prepare(s3, bucket: str, data_dir: Path, settings: Settings) -> tuple[Settin
 
 
 def _screenshot() -> bytes:
-    image = Image.new("RGB", (1000, 260), "white")
-    pen = ImageDraw.Draw(image)
-    try:
-        font = ImageFont.truetype("DejaVuSans.ttf", 30)
-    except OSError:
-        font = ImageFont.load_default(30)
-    for row, text in enumerate(["Checkout", f"Card number {TEST_CARD}", "Total $42.00"]):
-        pen.text((30, 24 + 70 * row), text, fill="black", font=font)
+    lines = ["Checkout", f"Card number {TEST_CARD}", "Total $42.00"]
+    page = samples.screenshot([(text, 30, (0, 0, 0)) for text in lines], size=(1000, 260), origin=(30, 24),
+                              line_spacing=70 / 30)  # fmt: skip
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    page.save(out, format="PNG")
     return out.getvalue()
 
 
