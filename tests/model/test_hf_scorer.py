@@ -225,11 +225,8 @@ class _LanguageModelPasses:
         self._handle.remove()
 
 
-def test_the_shared_prefix_runs_once_per_image_and_the_policies_once_against_its_cache(
-    tiny_model_dir, noise_image
-):
-    scorer = _load(tiny_model_dir, strategy="shared_prefix", suffix_layout="rows")
-    prompts = _pack_prompts(16)
+def _passes_over_two_images(scorer: HFScorer, noise_image, prompts: list[str]) -> _LanguageModelPasses:
+    """The language-model passes of scoring a square and a tall image against ``prompts``."""
     requests = [
         ScoringRequest(noise_image(112, 112), "a", prompts),
         ScoringRequest(noise_image(56, 84), "b", prompts),
@@ -239,6 +236,14 @@ def test_the_shared_prefix_runs_once_per_image_and_the_policies_once_against_its
         scorer.score(requests)
     finally:
         passes.close()
+    return passes
+
+
+def test_the_shared_prefix_runs_once_per_image_and_the_policies_once_against_its_cache(
+    tiny_model_dir, noise_image
+):
+    scorer = _load(tiny_model_dir, strategy="shared_prefix", suffix_layout="rows")
+    passes = _passes_over_two_images(scorer, noise_image, _pack_prompts(16))
 
     # I expect one prefix pass over both images with nothing cached, holding the image and the pack's
     # instructions, then one pass of the 32 policy suffixes against that cache
@@ -253,15 +258,7 @@ def test_the_shared_prefix_runs_once_per_image_and_the_policies_once_against_its
 def test_packed_suffixes_hold_each_prefix_once_one_row_per_image(tiny_model_dir, noise_image):
     scorer = _load(tiny_model_dir, strategy="shared_prefix", suffix_layout="packed")
     prompts = _pack_prompts(16)
-    requests = [
-        ScoringRequest(noise_image(112, 112), "a", prompts),
-        ScoringRequest(noise_image(56, 84), "b", prompts),
-    ]
-    passes = _LanguageModelPasses(scorer)
-    try:
-        scorer.score(requests)
-    finally:
-        passes.close()
+    passes = _passes_over_two_images(scorer, noise_image, prompts)
 
     # I expect the prefix pass, then one row per image holding all 16 suffixes against a cache of one
     # prefix per image (not 32 copies): KV memory grows by the suffix tokens only
