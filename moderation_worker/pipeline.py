@@ -314,7 +314,14 @@ class Pipeline:
             groups.append(group)
             wanted.append(policies)
             prompts = [self._pack.prompt(p, ocr_text=first.ocr_text) for p in policies]
-            requests.append(ScoringRequest(image=first.image.image, image_key=image_key, prompts=prompts))
+            requests.append(
+                ScoringRequest(
+                    image=first.image.image,
+                    image_key=image_key,
+                    prompts=prompts,
+                    preamble=self._pack.preamble(),
+                )
+            )
         t0 = time.perf_counter()
         results = self._score_isolating_failures(requests) if requests else []
         score_ms = _ms(time.perf_counter() - t0)

@@ -138,6 +138,12 @@ class PolicyPack(BaseModel):
     description: str = ""
     instructions: str = Field(min_length=1, description="Shared preamble of every policy prompt.")
     answer_format: str = Field("Answer with Yes or No.", min_length=1)
+    prompt_layout: Literal["full", "compact"] = Field(
+        "full",
+        description="full: each policy's prompt holds the instructions and its own rule, after the image; "
+        "compact: every rule in one numbered catalogue before the image (its KV computed once per pack "
+        "and model), each prompt asking about one policy by number and title.",
+    )
     policies: list[Policy] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -151,7 +157,12 @@ class PolicyPack(BaseModel):
 
     @property
     def content_hash(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        document = self.model_dump(mode="json")
+        # The default layout is left out, so packs written before the field existed keep their hash
+        # (and the verdict caches of a fleet being upgraded stay valid); a compact pack hashes apart.
+        if document["prompt_layout"] == "full":
+            del document["prompt_layout"]
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
     def specialists(self, policies: Sequence[Policy] | None = None) -> frozenset[str]:
@@ -164,13 +175,36 @@ class PolicyPack(BaseModel):
     def by_id(self) -> dict[str, Policy]:
         return {p.id: p for p in self.policies}
 
+    def preamble(self) -> str:
+        """The text before the image, the same for every image and policy ("" in the full layout).
+
+        In the compact layout it is the numbered catalogue of every rule of the pack (all of them,
+        whatever an event selects, so that one catalogue's KV serves every image), the way Llama Guard
+        lists its categories. The trade: the model reads every rule with every question.
+        """
+        if self.prompt_layout == "full":
+            return ""
+        catalogue = "\n".join(
+            f"{number}. {policy.title}\nRule: {policy.rule}\nQuestion: {policy.question}"
+            for number, policy in enumerate(self.policies, 1)
+        )
+        return (
+            f"{self.instructions}\n\nThe policies, by number, each with its rule and its question:\n"
+            f"{catalogue}\n\nEach request below names one policy by number and title: answer that "
+            "policy's question about this image.\n"
+        )
+
     def prompt(self, policy: Policy, *, ocr_text: str | None = None) -> str:
-        # The image comes first in the chat message and this text after it, so the image and the
-        # pack's instructions form a prefix shared by every policy of one image; the OCR text, which
-        # differs per image, goes into the policy's own part.
+        """The policy's own text, after the image: everything before it is shared by every policy of
+        one image (the image, and in the full layout the instructions), and is scored once."""
+        # The OCR text differs per image, so it goes into the policy's own part.
         context = ""
         if "ocr" in policy.context:
             context = f"\n\n{_quoted_ocr(ocr_text)}"
+        if self.prompt_layout == "compact":
+            # Only the number and the title: the rule and the question are in the catalogue.
+            number = self.policies.index(policy) + 1
+            return f"Policy {number}: {policy.title}.{context}\n{self.answer_format}"
         return (
             f"{self.instructions}\n\nPolicy: {policy.title}\n{policy.rule}{context}\n\n"
             f"Question: {policy.question}\n{self.answer_format}"

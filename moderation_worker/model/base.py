@@ -34,11 +34,14 @@ class ScoringRequest:
 
     ``image`` is RGB and already resized by the image stage. ``image_key`` identifies the pixels
     (sha256 of the fetched bytes plus the preprocessing); scorers key their vision-feature cache on it.
+    ``preamble`` is text placed before the image, the same for every prompt (a compact pack's
+    catalogue of rules); each prompt follows the image.
     """
 
     image: Image.Image
     image_key: str
     prompts: Sequence[str]
+    preamble: str = ""
 
 
 @dataclass(frozen=True)

@@ -85,13 +85,21 @@ def feature_inputs(
     attention_mask: torch.Tensor,
     row_features: Sequence[ImageFeatures],
     injection: Injection,
+    *,
+    head: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Forward inputs for token rows that each hold one image's tokens, with its features spliced in.
 
     Positions are always passed explicitly, computed by the model's own rope index from the ids, the
-    image grids and the mask (so left padding does not shift them).
+    image grids and the mask (so left padding does not shift them). ``head``: tokens every row starts
+    with whose KV the caller supplies as a cache: the rope index runs over head + row, the inputs hold
+    the row only, and the mask covers both (as a forward with a cache expects).
     """
     device = model.device
+    if head:
+        rows = input_ids.shape[0]
+        input_ids = torch.cat([torch.tensor([list(head)] * rows, dtype=torch.long), input_ids], dim=1)
+        attention_mask = torch.cat([torch.ones((rows, len(head)), dtype=torch.long), attention_mask], dim=1)
     mm_token_type_ids = torch.tensor(processor.create_mm_token_type_ids(input_ids.tolist()))
     grid_thw = torch.cat([f.grid_thw for f in row_features]).to(device)
     input_ids, attention_mask = to_device(input_ids, device), to_device(attention_mask, device)
@@ -102,6 +110,7 @@ def feature_inputs(
         image_grid_thw=grid_thw,
         attention_mask=attention_mask,
     )
+    input_ids, position_ids = input_ids[:, len(head) :], position_ids[..., len(head) :]
     if injection == "mm_encoder_outputs":
         return {
             "input_ids": input_ids,

@@ -24,10 +24,17 @@ prefix and to itself, causally, never to another suffix; each suffix's positions
 prefix's next position, and logits are computed only at each suffix's last token. KV memory then grows
 with the suffix tokens only. A custom mask can cost the fastest attention kernels: the scorer chooses
 the layout at start-up (see HFScorer).
+
+The head of a prefix, its tokens before the image, is the same for every image of a pack. When it is
+long (a compact pack's catalogue of rules, placed before the image), its KV is computed once and kept
+(``HeadKV``, per distinct head): each image's prefix pass starts from a copy of it and computes only the
+image and what follows. Positions stay exact: the rope index runs over the whole prefix, and the pass
+takes the part after the head.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -54,6 +61,53 @@ class PrefixJob:
     split: PromptSplit
     features: ImageFeatures
     outputs: list[int]  # row of the caller's result tensor for each suffix, in suffix order
+
+
+# Heads shorter than this (a chat template's few opening tokens) are computed with each prefix: a kept
+# copy would cost more to install than it saves.
+MIN_CACHED_HEAD_TOKENS = 32
+
+
+def cacheable_head(prefix: Sequence[int], image_token_id: int) -> tuple[int, ...]:
+    """The prefix's tokens before its image when there are enough to keep their KV, else ()."""
+    try:
+        start = list(prefix).index(image_token_id)
+    except ValueError:
+        return ()
+    return tuple(prefix[:start]) if start >= MIN_CACHED_HEAD_TOKENS else ()
+
+
+class HeadKV:
+    """The KV of each distinct prefix head, computed once and kept on the model's device.
+
+    A worker has one pack, so one or two heads live here; the bound keeps a process that sees many packs
+    (tools, tests) from growing without limit. Least recently used goes first. Not thread-safe, as the
+    scorer that owns it.
+    """
+
+    def __init__(self, max_entries: int = 4) -> None:
+        self._entries: OrderedDict[tuple[int, ...], Cache] = OrderedDict()
+        self._max_entries = max_entries
+        self.computed = 0  # heads run through the model (a hit computes nothing)
+
+    def get(self, head: tuple[int, ...], compute: Callable[[], Cache]) -> Cache:
+        cache = self._entries.get(head)
+        if cache is None:
+            cache = compute()
+            self.computed += 1
+            self._entries[head] = cache
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+        self._entries.move_to_end(head)
+        return cache
+
+    @property
+    def nbytes(self) -> int:
+        return sum(
+            layer.keys.nbytes + layer.values.nbytes
+            for cache in self._entries.values()
+            for layer in cache.layers
+        )
 
 
 def split_prompts(token_rows: Sequence[Sequence[int]], image_token_id: int) -> PromptSplit | None:
@@ -114,6 +168,7 @@ class SharedPrefixScorer:
         token_budget: int,
         max_rows: int,
         layout: str = "rows",
+        heads: HeadKV | None = None,
     ) -> None:
         if layout not in ("rows", "packed"):
             raise ValueError(f"unknown suffix layout {layout!r}")
@@ -125,6 +180,8 @@ class SharedPrefixScorer:
         self._pad_id = pad_id
         self._token_budget = token_budget
         self._max_rows = max_rows
+        self._heads = heads if heads is not None else HeadKV()
+        self._image_token_id = model.config.image_token_id
         self._text_config = model.config.get_text_config()
         argument = cache_argument(model)
         if argument is None:
@@ -133,6 +190,14 @@ class SharedPrefixScorer:
 
     def answer_logits(self, jobs: Sequence[PrefixJob], result: torch.Tensor) -> None:
         """Fill ``result[job.outputs[i]]`` with the (yes, no) logits of each job's i-th prompt."""
+        by_head: dict[tuple[int, ...], list[PrefixJob]] = {}
+        for job in jobs:
+            by_head.setdefault(cacheable_head(job.split.prefix, self._image_token_id), []).append(job)
+        for head, head_jobs in by_head.items():
+            self._answer_with_head(head, head_jobs, result)
+
+    def _answer_with_head(self, head: tuple[int, ...], jobs: list[PrefixJob], result: torch.Tensor) -> None:
+        # The budget counts the whole prefix, head included: every row of a pass holds a copy of it.
         prefix_lengths = [len(job.split.prefix) for job in jobs]
         if self._layout == "packed":
             # A packed row holds its prefix and every suffix: budget the whole row.
@@ -141,15 +206,15 @@ class SharedPrefixScorer:
                 prefix_lengths, token_budget=self._token_budget, max_rows=self._max_rows,
                 extra=lambda i: totals[i],
             ):  # fmt: skip
-                self._packed_group([jobs[i] for i in group], result)
+                self._packed_group([jobs[i] for i in group], head, result)
             return
         for group in group_by_budget(
             prefix_lengths, token_budget=self._token_budget, max_rows=self._max_rows
         ):
-            self._score_group([jobs[i] for i in group], result)
+            self._score_group([jobs[i] for i in group], head, result)
 
-    def _packed_group(self, jobs: list[PrefixJob], result: torch.Tensor) -> None:
-        cache, prefix_mask, next_position = self._prefix_pass(jobs)
+    def _packed_group(self, jobs: list[PrefixJob], head: tuple[int, ...], result: torch.Tensor) -> None:
+        cache, prefix_mask, next_position = self._prefix_pass(jobs, head)
         device = self._model.device
         ids, _ = pad_left([[t for s in job.split.suffixes for t in s] for job in jobs], self._pad_id)
         rows, width = ids.shape
@@ -186,8 +251,8 @@ class SharedPrefixScorer:
         for row, column, target in last_columns:
             result[target] = logits[row, where[column]]
 
-    def _score_group(self, jobs: list[PrefixJob], result: torch.Tensor) -> None:
-        cache, prefix_mask, next_position = self._prefix_pass(jobs)
+    def _score_group(self, jobs: list[PrefixJob], head: tuple[int, ...], result: torch.Tensor) -> None:
+        cache, prefix_mask, next_position = self._prefix_pass(jobs, head)
         rows = [(j, s) for j, job in enumerate(jobs) for s in range(len(job.split.suffixes))]
         suffix_lengths = [len(jobs[j].split.suffixes[s]) for j, s in rows]
         prefix_width = prefix_mask.shape[1]
@@ -204,9 +269,15 @@ class SharedPrefixScorer:
             targets = [jobs[j].outputs[s] for j, s in chunk_rows]
             result[targets] = logits.float().cpu()
 
-    def _prefix_pass(self, jobs: list[PrefixJob]) -> tuple[Cache, torch.Tensor, torch.Tensor]:
-        """Run the prefixes once with the cache on: (cache, prefix mask, next text position per image)."""
-        input_ids, attention_mask = pad_left([job.split.prefix for job in jobs], self._pad_id)
+    def _prefix_pass(
+        self, jobs: list[PrefixJob], head: tuple[int, ...]
+    ) -> tuple[Cache, torch.Tensor, torch.Tensor]:
+        """Run the prefixes once with the cache on: (cache, prefix mask, next text position per image).
+
+        With a kept ``head``, each row starts from a copy of its KV and the pass computes the rest only;
+        the mask and the returned cache still cover the whole prefix.
+        """
+        input_ids, attention_mask = pad_left([job.split.prefix[len(head) :] for job in jobs], self._pad_id)
         inputs = feature_inputs(
             self._model,
             self._processor,
@@ -214,11 +285,32 @@ class SharedPrefixScorer:
             attention_mask,
             [job.features for job in jobs],
             self._injection,
+            head=head,
         )
-        outputs = self._model(**inputs, use_cache=True, logits_to_keep=1)
+        given = {}
+        if head:
+            head_kv = self._heads.get(head, lambda: self._head_pass(head))
+            rows = torch.zeros(len(jobs), dtype=torch.long, device=self._model.device)
+            given[self._cache_argument] = cache_rows(head_kv, rows, config=self._text_config)
+        outputs = self._model(**inputs, use_cache=True, logits_to_keep=1, **given)
         # Padding gets position 0 from the rope index, so the max over a row is its prefix's last position.
         next_position = inputs["position_ids"].amax(dim=(0, 2)) + 1
         return returned_cache(outputs), inputs["attention_mask"], next_position
+
+    def _head_pass(self, head: tuple[int, ...]) -> Cache:
+        """The KV of a head alone: text before any image advances all three rope axes together, so its
+        positions are 0, 1, 2, ... (as the rope index gives them over the whole prompt)."""
+        device = self._model.device
+        ids = torch.tensor([head], device=device)
+        positions = torch.arange(len(head), device=device)[None, None].expand(3, 1, -1)
+        outputs = self._model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return returned_cache(outputs)
 
     def _suffix_pass(
         self,

@@ -19,7 +19,7 @@ from transformers import AutoModelForImageTextToText, Glm4vConfig, PreTrainedTok
 from transformers.models.glm4v.image_processing_pil_glm4v import Glm4vImageProcessorPil
 
 # The production loader owns the image-only processor and its AutoProcessor registration (see hf.py).
-from moderation_worker.model.hf import Glm4vImageOnlyProcessor
+from moderation_worker.model.loading import Glm4vImageOnlyProcessor
 
 # Written last: a directory holding it with the same parameters is a complete build.
 _BUILD_MARKER = "tiny_build.json"
@@ -145,6 +145,7 @@ def build_tiny_glm4v(
     vision_depth: int = 2,
     max_image_pixels: int = 112 * 112,
     seed: int = 0,
+    glm_proportions: bool = False,
 ) -> Path:
     """Build (once) and save a tiny random Glm4v model, its tokenizer and its processor under ``path``.
 
@@ -152,6 +153,10 @@ def build_tiny_glm4v(
     processor's own budget is twice that, because it counts the temporal patch of 2 frames. The defaults
     give 16 image tokens per image and a forward pass of a few images x 10 prompts in tens of milliseconds
     on 2 CPU cores; the benchmark shape is e.g. ``hidden_size=256, num_layers=4, max_image_pixels=448*448``.
+    ``glm_proportions`` gives each text layer GLM-4.6V-Flash's proportions at this width (heads of 128,
+    2 KV heads, an MLP 3.34x the width) instead of the cheap ones (heads of 64, an MLP 2x): what a
+    token costs against what attending to one more cached token costs then matches the real model's,
+    which decides what a long cached prompt (the compact layout's catalogue) saves.
     Idempotent: a complete build with the same parameters is left as it is.
     """
     path = Path(path)
@@ -163,6 +168,7 @@ def build_tiny_glm4v(
         "vision_depth": vision_depth,
         "max_image_pixels": max_image_pixels,
         "seed": seed,
+        **({"glm_proportions": True} if glm_proportions else {}),  # older builds stay valid
     }
     if _read_marker(path) == params:
         return path
@@ -172,7 +178,9 @@ def build_tiny_glm4v(
 
     tokenizer = build_tokenizer()
     processor = build_processor(tokenizer, max_image_pixels)
-    config = _model_config(tokenizer, hidden_size, num_layers, vision_hidden_size, vision_depth)
+    config = _model_config(
+        tokenizer, hidden_size, num_layers, vision_hidden_size, vision_depth, glm_proportions
+    )
     with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
@@ -257,9 +265,13 @@ def _model_config(
     num_layers: int,
     vision_hidden_size: int,
     vision_depth: int,
+    glm_proportions: bool = False,
 ) -> Glm4vConfig:
-    heads = max(2, hidden_size // 64)
+    # GLM-4.6V-Flash: hidden 4096, 32 heads of 128, 2 KV heads, intermediate 13696.
+    heads = max(2, hidden_size // (128 if glm_proportions else 64))
     head_dim = hidden_size // heads
+    kv_heads = 2 if glm_proportions else max(1, heads // 2)
+    intermediate = round(hidden_size * 13696 / 4096) if glm_proportions else 2 * hidden_size
     # GLM's text rope rotates half of each head (partial_rotary_factor 0.5), split over (t, h, w) in the
     # ratio of the real [8, 12, 12]; the sections must add up to head_dim * 0.5 / 2.
     rotary_half = head_dim // 4
@@ -269,10 +281,10 @@ def _model_config(
     text_config = {
         "vocab_size": len(tokenizer),
         "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
+        "intermediate_size": intermediate,
         "num_hidden_layers": num_layers,
         "num_attention_heads": heads,
-        "num_key_value_heads": max(1, heads // 2),
+        "num_key_value_heads": kv_heads,
         "max_position_embeddings": 8192,
         "pad_token_id": tokenizer.pad_token_id,
         # Wider than a trained model's 0.02 so that random scores spread over (0, 1): a test that compares

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from moderation_worker import samples
 from moderation_worker.cli import main
@@ -87,3 +88,35 @@ def test_the_demo_runs_the_whole_job_and_stops_everything_it_started(tmp_path):
         if name.startswith("photo-") and "demo-known-bad" not in rows[name]
     ]
     assert nudity and all(score < 0.2 for score in nudity)
+
+
+def test_check_with_a_compact_pack_scores_as_its_full_prompts_do_on_the_plain_path(
+    tiny_model_dir, tmp_path, capsys
+):
+    # Given the default pack in the compact layout (its catalogue of rules before the image)
+    document = yaml.safe_load((REPO / "policies" / "default.yaml").read_text())
+    document["prompt_layout"] = "compact"
+    pack = tmp_path / "compact.yaml"
+    pack.write_text(yaml.safe_dump(document))
+    photo = tmp_path / "chelsea.png"
+    photo.write_bytes(samples.sample_photos(("chelsea.png",))["chelsea.png"])
+
+    # When checked with the kept catalogue (the shared prefix) and with one plain pass per policy
+    hashes = set()
+
+    def scores(strategy: str, pack_path: Path = pack) -> dict[str, float]:
+        argv = ["check", str(photo), "--model-id", str(tiny_model_dir), "--policy-pack", str(pack_path)]
+        assert main([*argv, "--scoring-strategy", strategy]) == 0
+        verdict = json.loads(capsys.readouterr().out)
+        hashes.add(verdict["policy_pack"]["hash"])
+        return {p["id"]: p["score"] for p in verdict["policies"]}
+
+    shared, plain = scores("shared_prefix"), scores("plain")
+    full = scores("shared_prefix", REPO / "policies" / "default.yaml")
+
+    # I expect every policy scored, the same scores both ways, other scores than the full layout's
+    # (the model did read other prompts), and a pack hash of its own
+    assert shared.keys() == {p["id"] for p in document["policies"]} == full.keys()
+    assert all(abs(shared[k] - plain[k]) < 1e-5 for k in shared)
+    assert any(abs(shared[k] - full[k]) > 1e-4 for k in shared)
+    assert len(hashes) == 2

@@ -13,6 +13,8 @@ import torch
 from structlog.testing import capture_logs
 from transformers import AutoProcessor, Glm4vForConditionalGeneration
 
+import moderation_worker.model.choice as choice
+import moderation_worker.model.family as family
 import moderation_worker.model.hf as hf
 from moderation_worker.cache import make_feature_cache
 from moderation_worker.config import Settings
@@ -21,7 +23,7 @@ from moderation_worker.model.base import ScoringRequest
 from moderation_worker.model.hf import Glm4vImageOnlyProcessor, HFScorer
 from moderation_worker.model.kv_cache import cache_argument
 from moderation_worker.model.prefix import SharedPrefixScorer
-from moderation_worker.policies import load_policy_pack
+from moderation_worker.policies import PolicyPack, load_policy_pack
 
 POLICIES = [
     "Does this image show a weapon?",
@@ -63,7 +65,9 @@ def load_in_mode(tiny_model_dir, monkeypatch):
             return _load(tiny_model_dir, strategy="plain", **kwargs)
         if injection == "mm_encoder_outputs" and "mm_encoder_outputs" not in _forward_parameters():
             pytest.skip("this transformers' forward takes no mm_encoder_outputs")
-        monkeypatch.setattr(hf, "_feature_injection", lambda _model, _processor, _strategy: (injection, None))
+        monkeypatch.setattr(
+            choice, "feature_injection", lambda _model, _processor, _strategy: (injection, None)
+        )
         scorer = _load(tiny_model_dir, strategy=strategy, **kwargs)
         assert (scorer.strategy, scorer.feature_injection) == (strategy, injection)
         return scorer
@@ -182,20 +186,43 @@ def _pack_prompts(count: int) -> list[str]:
     return ([pack.prompt(policy) for policy in pack.policies] + extra)[:count]
 
 
+def _compact_pack(count: int) -> PolicyPack:
+    """The default pack in the compact layout, its policies then short ones of POLICIES, up to ``count``."""
+    document = load_policy_pack(Settings().policy_pack_path()).model_dump(mode="json")
+    extra = [
+        dict(document["policies"][0], id=f"extra_{n}", title=f"Extra {n}", rule=f"No: {q}", question=q)
+        for n, q in enumerate(POLICIES)
+    ]
+    document.update(prompt_layout="compact", policies=(document["policies"] + extra)[:count])
+    return PolicyPack.model_validate(document)
+
+
+def _compact_request(image, key: str, count: int) -> ScoringRequest:
+    pack = _compact_pack(count)
+    return ScoringRequest(image, key, [pack.prompt(p) for p in pack.policies], preamble=pack.preamble())
+
+
+@pytest.mark.parametrize("prompt_layout", ["full", "compact"])
 @pytest.mark.parametrize("layout", ["rows", "packed"])
 @pytest.mark.parametrize("policies", [1, 4, 16])
 @pytest.mark.parametrize(
     ("width", "height"), [(112, 112), (112, 56), (42, 98)], ids=["square", "wide", "tall"]
 )
 def test_shared_prefix_scores_equal_one_full_prompt_pass_per_policy(
-    tiny_model_dir, noise_image, policies, width, height, layout
+    tiny_model_dir, noise_image, policies, width, height, layout, prompt_layout
 ):
     # Given a policy pack of 1, 4 or 16 prompts and square or non-square images (different 3-D positions),
-    # suffixes in rows of their own or packed into one row per image behind a block mask
+    # suffixes in rows of their own or packed into one row per image behind a block mask, and prompts
+    # laid out in full or compact (every rule in a catalogue before the image, its KV kept)
     shared = _load(tiny_model_dir, strategy="shared_prefix", suffix_layout=layout)
     assert shared.suffix_layout == layout
     plain = _load(tiny_model_dir, strategy="plain")
-    requests = [ScoringRequest(noise_image(width, height), "img", _pack_prompts(policies))]
+    image = noise_image(width, height)
+    requests = [
+        ScoringRequest(image, "img", _pack_prompts(policies))
+        if prompt_layout == "full"
+        else _compact_request(image, "img", policies)
+    ]
 
     # When scored with the shared prefix and with one full-prompt processor pass per policy
     [got] = shared.score(requests)
@@ -269,10 +296,42 @@ def test_packed_suffixes_hold_each_prefix_once_one_row_per_image(tiny_model_dir,
     assert suffix_tokens < sum(split)  # the suffixes, not the whole prompts, are what a row adds
 
 
-def test_on_a_cpu_auto_keeps_rows_and_packed_can_be_required(tiny_model_dir):
-    # Section 1 measured rows faster on CPU; on a GPU auto times both on a probe.
-    assert _load(tiny_model_dir, strategy="shared_prefix").suffix_layout == "rows"
-    assert _load(tiny_model_dir, strategy="shared_prefix", suffix_layout="packed").suffix_layout == "packed"
+@pytest.mark.parametrize("layout", ["rows", "packed"])
+def test_a_compact_packs_catalogue_runs_once_and_every_image_computes_only_what_follows_it(
+    tiny_model_dir, noise_image, layout
+):
+    scorer = _load(tiny_model_dir, strategy="shared_prefix", suffix_layout=layout)
+    pack = _compact_pack(16)
+    catalogue = len(scorer.processor.tokenizer(pack.preamble())["input_ids"])
+    passes = _LanguageModelPasses(scorer)
+    try:
+        # Two calls of two images, one of them asked a single policy
+        scorer.score(
+            [_compact_request(noise_image(112, 112), "a", 16), _compact_request(noise_image(56, 84), "b", 16)]
+        )
+        single = _compact_request(noise_image(70, 98), "c", 16)
+        scorer.score([replace(single, prompts=single.prompts[:1])])
+    finally:
+        passes.close()
+
+    # I expect one pass over the catalogue alone (nothing cached, one row), then prefix passes that start
+    # with the catalogue cached: the second call, and its single policy, run no catalogue pass again
+    (head_rows, head_tokens, head_cached), *rest = passes.passes
+    assert (head_rows, head_cached) == (1, 0) and head_tokens > catalogue
+    assert all(cached > 0 for _, _, cached in rest)  # nothing else starts from scratch
+    prefix_passes = [(rows, new) for rows, new, cached in rest if cached == head_tokens]
+    assert [rows for rows, _ in prefix_passes] == [2, 1]  # the two images, then the single one
+    assert all(new < head_tokens for _, new in prefix_passes)  # only the image and what follows it
+    # A row per suffix (32, then 1), or a row per image holding all its suffixes (2, then 1)
+    suffix_rows = sum(rows for rows, _, cached in rest if cached > head_tokens)
+    assert suffix_rows == (33 if layout == "rows" else 3)
+    assert scorer._heads.computed == 1
+
+
+def test_auto_takes_packed_suffixes_where_they_pass_the_probe_and_rows_can_be_required(tiny_model_dir):
+    # On a GPU auto also times both layouts on a probe; section 1 measured packed faster on a CPU.
+    assert _load(tiny_model_dir, strategy="shared_prefix").suffix_layout == "packed"
+    assert _load(tiny_model_dir, strategy="shared_prefix", suffix_layout="rows").suffix_layout == "rows"
     assert _load(tiny_model_dir, strategy="plain", suffix_layout="packed").suffix_layout == "rows"
 
 
@@ -426,9 +485,9 @@ def test_a_model_family_that_cannot_take_features_falls_back_to_plain_batches_an
     tiny_model_dir, scorer, noise_image, monkeypatch
 ):
     monkeypatch.setattr(
-        hf, "_feature_injection", lambda _model, _processor, _strategy: (None, "no mm_encoder_outputs")
+        choice, "feature_injection", lambda _model, _processor, _strategy: (None, "no mm_encoder_outputs")
     )
-    monkeypatch.setattr(hf, "_family_reason", lambda _model, _processor: "not a Glm4v-style family")
+    monkeypatch.setattr(choice, "family_reason", lambda _model, _processor: "not a Glm4v-style family")
     with capture_logs() as logs:
         fallback = _load(tiny_model_dir)
         request = ScoringRequest(noise_image(84, 84), "img", POLICIES[:3])
@@ -457,7 +516,7 @@ def test_a_forward_that_takes_no_kv_cache_falls_back_with_a_warning_naming_the_r
     tiny_model_dir, monkeypatch
 ):
     # Given a transformers whose forward renamed the cache argument to something not yet known
-    monkeypatch.setattr(hf, "cache_argument", lambda _model: None)
+    monkeypatch.setattr(family, "cache_argument", lambda _model: None)
 
     with capture_logs() as logs:
         fallback = _load(tiny_model_dir)
@@ -474,8 +533,8 @@ def test_a_shared_prefix_that_would_change_scores_falls_back_to_full_passes_at_s
     # Given a model whose text positions after the image would not continue where the split assumes
     original = SharedPrefixScorer._prefix_pass
 
-    def shifted(self, jobs):
-        cache, mask, next_position = original(self, jobs)
+    def shifted(self, jobs, head):
+        cache, mask, next_position = original(self, jobs, head)
         return cache, mask, next_position + 3
 
     monkeypatch.setattr(SharedPrefixScorer, "_prefix_pass", shifted)

@@ -114,3 +114,41 @@ def test_policies_validate_command_exits_non_zero_on_an_invalid_pack(tmp_path, c
     del document["instructions"]
     assert main(["policies", "validate", str(_write(tmp_path, document))]) == 1
     assert "instructions: Field required" in capsys.readouterr().err
+
+
+def test_a_compact_pack_lists_every_rule_before_the_image_and_asks_each_policy_by_number(tmp_path):
+    document = yaml.safe_load(DEFAULT_PACK.read_text())
+    document["prompt_layout"] = "compact"
+    personal_index = [p["id"] for p in document["policies"]].index("personal_data")
+    document["policies"][personal_index]["context"] = ["ocr"]
+    pack = load_policy_pack(_write(tmp_path, document))
+    preamble = pack.preamble()
+
+    # Every rule of the pack, numbered in pack order, whatever an event selects
+    assert preamble.startswith(pack.instructions)
+    for number, policy in enumerate(pack.policies, 1):
+        assert f"\n{number}. {policy.title}\nRule: {policy.rule}\nQuestion: {policy.question}\n" in preamble
+    # Each prompt names its policy by number and title only
+    weapons = pack.by_id()["weapons"]
+    number = [p.id for p in pack.policies].index("weapons") + 1
+    assert pack.prompt(weapons) == f"Policy {number}: {weapons.title}.\n{pack.answer_format}"
+    # OCR context differs per image, so it stays in the policy's own part
+    personal_prompt = pack.prompt(pack.by_id()["personal_data"], ocr_text="call 555")
+    assert (
+        personal_prompt.startswith(f"Policy {personal_index + 1}: ")
+        and "<<<\ncall 555\n>>>" in personal_prompt
+    )
+    # The full layout has nothing before the image
+    assert load_policy_pack(DEFAULT_PACK).preamble() == ""
+
+
+def test_the_layout_is_part_of_the_hash_and_the_default_layout_keeps_old_hashes(tmp_path):
+    document = yaml.safe_load(DEFAULT_PACK.read_text())
+    written_before_the_field = load_policy_pack(_write(tmp_path, document)).content_hash
+    document["prompt_layout"] = "full"
+    assert load_policy_pack(_write(tmp_path, document)).content_hash == written_before_the_field
+    document["prompt_layout"] = "compact"
+    assert load_policy_pack(_write(tmp_path, document)).content_hash != written_before_the_field
+    document["prompt_layout"] = "tiny"
+    with pytest.raises(ConfigurationError, match="prompt_layout"):
+        load_policy_pack(_write(tmp_path, document))
