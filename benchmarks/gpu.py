@@ -235,6 +235,7 @@ def run(ctx: Context) -> SectionResult:
         "policies": POLICIES,
         "images_per_batch": setup.batch_images,
         "strategy": {size: scorers[size].strategy for size in sizes},
+        "suffix_layout": {size: scorers[size].suffix_layout for size in sizes},
         "flops_per_batch": {size: flops[size]["total"] for size in sizes},
         "tokens_per_image": {size: flops[size]["tokens_per_image"] for size in sizes},
         "patches_per_image": {size: flops[size]["patches_per_image"] for size in sizes},
@@ -311,7 +312,7 @@ def run(ctx: Context) -> SectionResult:
 
 def _batch_flops(scorer, processor, images, prompts, language_params, vision_params, head_params) -> dict:
     """FLOPs of scoring ``images`` x ``prompts`` once, counted as described in the module docstring."""
-    from benchmarks.policies_per_image import token_counts
+    from benchmarks.prompt_shapes import token_counts
 
     render = _renderer(processor)
     tokens_per_image, patches_per_image, total = [], [], 0
@@ -334,8 +335,11 @@ def _batch_flops(scorer, processor, images, prompts, language_params, vision_par
 
 
 def _renderer(processor):
-    def render(prompt: str) -> str:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    def render(prompt: str, preamble: str = "") -> str:
+        before = [{"type": "text", "text": preamble}] if preamble else []
+        messages = [
+            {"role": "user", "content": [*before, {"type": "image"}, {"type": "text", "text": prompt}]}
+        ]
         return processor.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
         )

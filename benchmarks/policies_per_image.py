@@ -1,33 +1,37 @@
-"""Section 1: the cost of one image against 1, 4, 8 and 16 policies, per scoring strategy.
+"""Section 1: the cost of one image against 1, 4, 8 and 16 policies, per scoring strategy and prompt layout.
 
 ``scorer.score`` on the CPU benchmark model, the vision encoder included every time (no feature cache):
 - shared_prefix: the image and the fixed text run once with the KV cache, the policy suffixes batched on it,
-  one row per policy, each holding a copy of its image's prefix KV;
+  one row per policy, each holding a copy of its image's prefix KV (the layout before packed suffixes);
 - packed: the same, with every suffix of an image in one row behind a block attention mask (the prefix
   KV held once per image);
 - reused_features: the vision encoder once per image, then one full language-model pass per policy;
 - plain: one full pass per policy (processor and model on every (image, policy) pair): the baseline;
 - naive: what a first integration does: for each policy, ``model.generate`` on the processor's full
   inputs and the answer parsed from the decoded text, one policy at a time.
-Two row groups: the pack's full prompts (instructions, title, rule, question) and compact prompts
-(question only), which show how the saving depends on the suffix length against the shared image prefix.
+Two prompt layouts of the same 16-policy pack: ``full`` (instructions, title, rule and question after the
+image, per policy) and ``compact`` (every rule in a numbered catalogue before the image, its KV kept
+across calls; each policy's own part is its number and title). Then the layouts side by side on one
+text layer in GLM-4.6V-Flash's proportions, and the KV cache each layout holds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from statistics import mean
 
 import torch
 
 from benchmarks import photos
-from benchmarks.fixtures import Context, compact_prompt, load_scorer, pack16, scorer_options
+from benchmarks.fixtures import Context, in_layout, load_scorer, pack16, scorer_options
+from benchmarks.prompt_shapes import held_kv_bytes, token_bound, token_counts
 from benchmarks.report import SectionResult, Table, fmt
 from benchmarks.timing import interleaved, progress, ratio
 from moderation_worker.model.base import ImageScores, ScoringRequest
 
 STRATEGIES = ("shared_prefix", "reused_features", "plain", "naive")
 NAIVE_NEW_TOKENS = 3
+# The compact layout is only worth scoring with its catalogue kept: the shared-prefix layouts.
+COMPACT_VARIANTS = ("shared_prefix", "packed")
 
 
 class NaiveGenerate:
@@ -39,8 +43,11 @@ class NaiveGenerate:
         self._max_new_tokens = max_new_tokens
         self.answers: dict[str, int] = {"yes": 0, "no": 0, "unparsed": 0}
 
-    def render(self, prompt: str) -> str:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+    def render(self, prompt: str, preamble: str = "") -> str:
+        before = [{"type": "text", "text": preamble}] if preamble else []
+        messages = [
+            {"role": "user", "content": [*before, {"type": "image"}, {"type": "text", "text": prompt}]}
+        ]
         return self._processor.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
         )
@@ -53,7 +60,9 @@ class NaiveGenerate:
                 scores = []
                 for prompt in request.prompts:
                     inputs = self._processor(
-                        images=[request.image], text=[self.render(prompt)], return_tensors="pt"
+                        images=[request.image],
+                        text=[self.render(prompt, request.preamble)],
+                        return_tensors="pt",
                     )
                     output = self._model.generate(
                         **inputs,
@@ -75,56 +84,15 @@ class NaiveGenerate:
         return 1.0 if kind == "yes" else 0.0
 
 
-def token_counts(processor, render: Callable[[str], str], image, prompts: list[str]) -> dict[str, object]:
-    """Tokens of each full prompt for this image, and the prefix all of them share (as the scorer splits)."""
-    rows = [
-        processor(images=[image], text=[render(p)], return_tensors="pt")["input_ids"][0].tolist()
-        for p in prompts
-    ]
-    shortest = min(len(r) for r in rows)
-    prefix = 0
-    while prefix < shortest - 1 and all(r[prefix] == rows[0][prefix] for r in rows):
-        prefix += 1
-    image_tokens = rows[0].count(processor.tokenizer.convert_tokens_to_ids(processor.image_token))
-    suffixes = [len(r) - prefix for r in rows]
-    full_tokens = sum(len(r) for r in rows)
-    return {
-        "policies": len(prompts),
-        "prefix_tokens": prefix,
-        "image_tokens": image_tokens,
-        "suffix_tokens_mean": round(mean(suffixes), 1),
-        "suffix_tokens_min": min(suffixes),
-        "suffix_tokens_max": max(suffixes),
-        "full_prompt_tokens_mean": round(mean(len(r) for r in rows), 1),
-        # Language-model tokens one full pass per policy processes over those a shared prefix does: what
-        # plain/shared_prefix would be if only those tokens cost (plain also runs the vision encoder N times).
-        "token_bound": full_tokens / (prefix + sum(suffixes)),
-        "suffix_tokens_total": sum(suffixes),
-    }
-
-
-def _kv_memory_table(model, tokens: list[dict], counts: Sequence[int]) -> tuple[str, Table]:
-    """KV bytes one image's suffix pass holds, per layout, from the model's cache shape: per row, every
-    layer keeps a key and a value of (KV heads x head size) per token."""
-    config = model.config.get_text_config()
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    per_token = 2 * config.num_hidden_layers * kv_heads * head_dim * model.dtype.itemsize
-    table = Table(["policies", "prefix tok", "suffix tok (all)", "rows KiB", "packed KiB", "rows/packed"])
-    for n, row in zip(counts, tokens, strict=True):
-        prefix, suffixes = row["prefix_tokens"], row["suffix_tokens_total"]
-        rows_bytes = per_token * (n * prefix + suffixes)  # a prefix copy per policy row
-        packed_bytes = per_token * (prefix + suffixes)  # the prefix once
-        table.add(n, prefix, suffixes, fmt(rows_bytes / 1024), fmt(packed_bytes / 1024),
-                  fmt(rows_bytes / packed_bytes) + "x")  # fmt: skip
-    title = (f"KV cache of one image's suffix pass, full prompts, {model.dtype} "
-             f"({per_token} bytes per token: 2 x {config.num_hidden_layers} layers x {kv_heads} KV heads x "
-             f"{head_dim}), computed from the cache shape")  # fmt: skip
-    return title, table
-
-
 def _ratio_cell(result: SectionResult, key: str) -> str:
     return fmt(result.ratios[key].value) + "x" if key in result.ratios else "-"
+
+
+def _requests(pack, images, n_images: int, n: int) -> list[ScoringRequest]:
+    prompts = [pack.prompt(p) for p in pack.policies[:n]]
+    return [
+        ScoringRequest(images[i], f"photo-{i}", prompts, preamble=pack.preamble()) for i in range(n_images)
+    ]
 
 
 def _scoring(scorer, requests: list[ScoringRequest]) -> Callable[[], None]:
@@ -134,8 +102,40 @@ def _scoring(scorer, requests: list[ScoringRequest]) -> Callable[[], None]:
     return call
 
 
+def _packs() -> dict[str, object]:
+    pack = pack16()
+    return {"full": pack, "compact": in_layout(pack, "compact")}
+
+
+def _tokens(processor, render, image, packs: dict, counts: Sequence[int]) -> dict[str, list[dict]]:
+    return {
+        layout: [
+            token_counts(
+                processor, render, image, [pack.prompt(p) for p in pack.policies[:n]], pack.preamble()
+            )
+            for n in counts
+        ]
+        for layout, pack in packs.items()
+    }
+
+
+def _compare_layouts(result: SectionResult, prefix: str, tokens: dict, index: int) -> list[str]:
+    """Ratios of the full layout's one-pass-per-policy and shared prefix over the compact layout (packed
+    suffixes, catalogue kept), with their token bounds, as table cells."""
+    full, compact = tokens["full"][index], tokens["compact"][index]
+    cells = []
+    for name, in_full in (("plain", True), ("shared_prefix", False)):
+        key = f"{prefix}/full_{name}_over_compact"
+        result.ratios[key] = ratio(result.figures, f"{prefix}/full/{name}", f"{prefix}/compact/packed")
+        bound = token_bound(full, compact, numerator_in_full=in_full)
+        cells += [_ratio_cell(result, key), fmt(bound) + "x"]
+    return cells
+
+
 def run(ctx: Context) -> SectionResult:
-    result = SectionResult(1, "policies_per_image", "Policies per image: score() cost per strategy")
+    result = SectionResult(
+        1, "policies_per_image", "Policies per image: score() cost per strategy and layout"
+    )
     shape = ctx.shape
     model_dir = ctx.model_dir()
     scorers = {name: load_scorer(model_dir, strategy=name, suffix_layout="rows") for name in STRATEGIES[:3]}
@@ -147,107 +147,210 @@ def run(ctx: Context) -> SectionResult:
     naive = NaiveGenerate(plain.model, plain.processor)
     scorers_and_naive: dict[str, object] = {**scorers, "naive": naive}
 
-    pack = pack16()
+    packs = _packs()
     counts = (1, 4) if ctx.quick else (1, 4, 8, 16)
     batches = (1, 2) if ctx.quick else (1, 4)
     images = photos.variants(max(batches), (shape.image_px, shape.image_px), seed=1)
-    styles = {
-        "full": [pack.prompt(p) for p in pack.policies],
-        "compact": [compact_prompt(pack, p) for p in pack.policies],
-    }
+    tokens = _tokens(plain.processor, naive.render, images[0], packs, counts)
     result.info = {
         "model": shape.describe(),
         "scorer_options": scorer_options(),
-        "pack": {"name": pack.name, "policies": [p.id for p in pack.policies]},
+        "pack": {"name": packs["full"].name, "policies": [p.id for p in packs["full"].policies]},
         "naive_max_new_tokens": NAIVE_NEW_TOKENS,
         "feature_cache": "none: the vision encoder runs in every call",
         "torch_threads": torch.get_num_threads(),
-        "tokens": {
-            style: [token_counts(plain.processor, naive.render, images[0], prompts[:n]) for n in counts]
-            for style, prompts in styles.items()
-        },
+        "tokens": tokens,
     }
 
     table = Table(
-        [
-            "prompts",
-            "images",
-            "policies",
-            "prefix tok",
-            "suffix tok",
-            "shared_prefix ms",
-            "reused_features ms",
-            "plain ms",
-            "naive ms",
-            "packed ms",
-            "rows/packed",
-            "reused/shared",
-            "plain/shared",
-            "token bound",
-            "naive/shared",
-        ]
-    )
-    for style, prompts in styles.items():
-        for n_images in batches:
-            for n_index, n in enumerate(counts):
-                requests = [
-                    ScoringRequest(image=images[i], image_key=f"photo-{i}", prompts=prompts[:n])
-                    for i in range(n_images)
-                ]
-                progress(f"section 1: {style} prompts, {n_images} image(s), {n} policies")
-                # The naive loop handles one image at a time: a batch costs it the sum of its images,
-                # so it is timed on single images only (it is also by far the slowest variant).
-                variants = {
-                    name: _scoring(s, requests)
-                    for name, s in scorers_and_naive.items()
-                    if name != "naive" or n_images == 1
-                }
-                figures = interleaved(variants, repeats=ctx.repeats, warmup=ctx.warmup)
-                group = f"{style}/{n_images}img/{n}pol"
-                for name, figure in figures.items():
-                    result.figures[f"{group}/{name}"] = figure
-                result.ratios[f"{group}/shared_prefix_over_packed"] = ratio(
-                    result.figures, f"{group}/shared_prefix", f"{group}/packed"
+        ["prompts", "images", "policies", "prefix tok", "kept tok", "suffix tok",
+         "shared_prefix ms", "reused_features ms", "plain ms", "naive ms", "packed ms",
+         "rows/packed", "reused/shared", "plain/shared", "token bound", "naive/shared"]
+    )  # fmt: skip
+    layouts = Table(
+        ["images", "policies", "compact ms", "compact rows ms", "full plain ms", "full shared ms",
+         "full plain/compact", "token bound", "full shared/compact", "token bound"]
+    )  # fmt: skip
+    for n_images in batches:
+        for n_index, n in enumerate(counts):
+            progress(f"section 1: {n_images} image(s), {n} policies, both layouts")
+            variants = {}
+            for layout, pack in packs.items():
+                requests = _requests(pack, images, n_images, n)
+                for name, scorer in scorers_and_naive.items():
+                    # The naive loop handles one image at a time: a batch costs it the sum of its images,
+                    # so it is timed on single images only (it is also by far the slowest variant).
+                    if (layout == "full" and (name != "naive" or n_images == 1)) or name in COMPACT_VARIANTS:
+                        variants[f"{layout}/{name}"] = _scoring(scorer, requests)
+            figures = interleaved(variants, repeats=ctx.repeats, warmup=ctx.warmup)
+            group = f"{n_images}img/{n}pol"
+            for name, figure in figures.items():
+                result.figures[f"{group}/{name}"] = figure
+            for layout in packs:
+                row = f"{group}/{layout}"
+                result.ratios[f"{row}/shared_prefix_over_packed"] = ratio(
+                    result.figures, f"{row}/shared_prefix", f"{row}/packed"
                 )
-                for name in figures:
-                    if name not in ("shared_prefix", "packed"):
-                        result.ratios[f"{group}/{name}_over_shared_prefix"] = ratio(
-                            result.figures, f"{group}/{name}", f"{group}/shared_prefix"
+                for name in STRATEGIES[1:]:
+                    if f"{layout}/{name}" in figures:
+                        result.ratios[f"{row}/{name}_over_shared_prefix"] = ratio(
+                            result.figures, f"{row}/{name}", f"{row}/shared_prefix"
                         )
-                tokens = result.info["tokens"][style][n_index]
+                counted = tokens[layout][n_index]
+                bound = fmt(token_bound(counted, counted, numerator_in_full=True)) + "x"
                 table.add(
-                    style,
-                    n_images,
-                    n,
-                    tokens["prefix_tokens"],
-                    tokens["suffix_tokens_mean"],
-                    *(fmt(figures[name].median) if name in figures else "-" for name in STRATEGIES),
-                    fmt(figures["packed"].median),
-                    _ratio_cell(result, f"{group}/shared_prefix_over_packed"),
-                    *(_ratio_cell(result, f"{group}/{name}_over_shared_prefix") for name in STRATEGIES[1:3]),
-                    fmt(tokens["token_bound"]) + "x",
-                    _ratio_cell(result, f"{group}/naive_over_shared_prefix"),
-                )
-    result.info["naive_answers"] = naive.answers
-    result.tables.append(_kv_memory_table(plain.model, result.info["tokens"]["full"], counts))
-    image_tokens = result.info["tokens"]["full"][0]["image_tokens"]
+                    layout, n_images, n, counted["prefix_tokens"], counted["kept_head_tokens"],
+                    counted["suffix_tokens_mean"],
+                    *(fmt(figures[f"{layout}/{name}"].median) if f"{layout}/{name}" in figures else "-"
+                      for name in STRATEGIES),
+                    fmt(figures[f"{layout}/packed"].median),
+                    _ratio_cell(result, f"{row}/shared_prefix_over_packed"),
+                    *(_ratio_cell(result, f"{row}/{name}_over_shared_prefix") for name in STRATEGIES[1:3]),
+                    bound if layout == "full" else "-",
+                    _ratio_cell(result, f"{row}/naive_over_shared_prefix"),
+                )  # fmt: skip
+            layouts.add(
+                n_images, n,
+                *(fmt(figures[key].median) for key in
+                  ("compact/packed", "compact/shared_prefix", "full/plain", "full/shared_prefix")),
+                *_compare_layouts(result, group, tokens, n_index),
+            )  # fmt: skip
+
+    image_tokens = tokens["full"][0]["image_tokens"]
     result.tables.append(
         (
             f"median ms per score() call over {ctx.repeats} repeats; model {shape.name}, "
             f"{shape.image_px}px photos, {image_tokens} image tokens each; prefix tok = the tokens all N "
-            "prompts share (image included; with one prompt all but its last), suffix tok = mean per policy; "
-            "token bound = language-model tokens of one full pass per policy / of a shared prefix, "
-            "N(P+S)/(P+NS); naive is timed on single images only",
+            "prompts share (image included; with one prompt all but its last), kept tok = the part of it "
+            "before the image whose KV the scorer keeps across calls (the compact catalogue), suffix tok = "
+            "mean per policy; shared_prefix = suffixes in rows, packed = in one row per image; token "
+            "bound = language-model tokens of one full pass per policy / of a shared prefix, "
+            "N(P+S)/(P-kept+NS); naive is timed on single images only; the compact layout is timed on "
+            "its shared-prefix paths only",
             table,
         )
     )
+    result.tables.append(
+        (
+            "the compact layout (packed suffixes, catalogue kept; compact rows = suffixes in rows) against "
+            "the full layout's one pass per policy and shared prefix (rows), same run, same model; token "
+            "bound = tokens the full way computes / tokens the compact way computes",
+            layouts,
+        )
+    )
+    _glm_layer_rows(ctx, result)
+    result.tables.append(_kv_table(result, scorers, packs, images[0], (2, 4) if ctx.quick else (4, 8, 16)))
     for n_images in batches:
         for n, wanted in ((16, 10.0), (8, 5.0)):
-            key = f"full/{n_images}img/{n}pol/plain_over_shared_prefix"
+            key = f"{n_images}img/{n}pol/full/plain_over_shared_prefix"
             if key in result.ratios:
                 result.add_target(
                     f"shared prefix vs one full pass per policy, {n} policies, {n_images} image(s)",
                     key,
                     minimum=wanted,
                 )
+    _layout_targets(result, ["1img/16pol", "glm-layer/16pol"])
     return result
+
+
+def _layout_targets(result: SectionResult, groups: list[str]) -> None:
+    for group in groups:
+        for name, wanted in (("plain", 10.0), ("shared_prefix", 2.0)):
+            key = f"{group}/full_{name}_over_compact"
+            if key in result.ratios:
+                what = "one full pass per policy" if name == "plain" else "the shared prefix"
+                result.add_target(
+                    f"compact layout vs {what} on the full layout, 16 policies, 1 image ({group})",
+                    key,
+                    minimum=wanted,
+                )
+
+
+def _glm_layer_rows(ctx: Context, result: SectionResult) -> None:
+    """The layouts side by side on one text layer in GLM-4.6V-Flash's proportions, 1 image."""
+    shape = ctx.glm_layer_shape
+    model_dir = ctx.model_dir(shape)
+    scorers = {
+        "plain": load_scorer(model_dir, strategy="plain"),
+        "shared_prefix": load_scorer(model_dir, strategy="shared_prefix", suffix_layout="rows"),
+        "packed": load_scorer(model_dir, strategy="shared_prefix", suffix_layout="packed"),
+    }
+    packs = _packs()
+    counts = (4,) if ctx.quick else (8, 16)
+    repeats = min(ctx.repeats, 3)  # one full pass per policy takes seconds here
+    image = photos.variants(1, (shape.image_px, shape.image_px), seed=1)[0]
+    render = NaiveGenerate(scorers["plain"].model, scorers["plain"].processor).render
+    tokens = _tokens(scorers["plain"].processor, render, image, packs, counts)
+    result.info["glm_layer"] = {"model": shape.describe(), "repeats": repeats, "tokens": tokens}
+    table = Table(
+        ["policies", "full plain ms", "full shared ms", "full packed ms", "compact rows ms",
+         "compact ms", "full rows/packed", "full plain/compact", "token bound", "full shared/compact",
+         "token bound"]
+    )  # fmt: skip
+    for index, n in enumerate(counts):
+        progress(f"section 1: {shape.name}, {n} policies, both layouts")
+        variants = {}
+        for layout, pack in packs.items():
+            requests = _requests(pack, [image], 1, n)
+            for name, scorer in scorers.items():
+                if layout == "full" or name in COMPACT_VARIANTS:
+                    variants[f"{layout}/{name}"] = _scoring(scorer, requests)
+        figures = interleaved(variants, repeats=repeats, warmup=ctx.warmup)
+        group = f"glm-layer/{n}pol"
+        for name, figure in figures.items():
+            result.figures[f"{group}/{name}"] = figure
+        result.ratios[f"{group}/full/shared_prefix_over_packed"] = ratio(
+            result.figures, f"{group}/full/shared_prefix", f"{group}/full/packed"
+        )
+        table.add(
+            n,
+            *(fmt(figures[key].median) for key in ("full/plain", "full/shared_prefix", "full/packed",
+                                                    "compact/shared_prefix", "compact/packed")),
+            _ratio_cell(result, f"{group}/full/shared_prefix_over_packed"),
+            *_compare_layouts(result, group, tokens, index),
+        )  # fmt: skip
+    config = scorers["plain"].model.config.get_text_config()
+    result.tables.append(
+        (
+            f"one text layer in GLM-4.6V-Flash's proportions ({shape.name}: hidden {config.hidden_size}, "
+            f"{config.num_attention_heads} heads of 128, {config.num_key_value_heads} KV heads, MLP "
+            f"{config.intermediate_size}), median ms over {repeats} repeats, 1 image of "
+            f"{tokens['full'][0]['image_tokens']} image tokens; per layer a token costs what it costs in "
+            "the real model against attending to cached tokens, unlike the benchmark model above",
+            table,
+        )
+    )
+
+
+def _kv_table(
+    result: SectionResult, scorers: dict, packs: dict, image, counts: Sequence[int]
+) -> tuple[str, Table]:
+    """KV bytes one image's passes hold at once, per prompt layout and suffix layout, measured from the
+    cache tensors (benchmarks.prompt_shapes.held_kv_bytes); also kept in the report's info."""
+    measured: dict[str, dict] = {}
+    table = Table(
+        ["prompts", "policies", "rows KiB", "packed KiB", "rows/packed", "packed growth KiB/policy"]
+    )
+    kept = {}
+    for layout, pack in packs.items():
+        previous: tuple[int, int] | None = None
+        for n in counts:
+            [request] = _requests(pack, [image], 1, n)
+            rows_bytes = held_kv_bytes(scorers["shared_prefix"], request)
+            packed_bytes = held_kv_bytes(scorers["packed"], request)
+            growth = "-"
+            if previous is not None:
+                growth = fmt((packed_bytes - previous[1]) / (n - previous[0]) / 1024)
+            previous = (n, packed_bytes)
+            measured.setdefault(layout, {})[n] = {"rows": rows_bytes, "packed": packed_bytes}
+            table.add(layout, n, fmt(rows_bytes / 1024), fmt(packed_bytes / 1024),
+                      fmt(rows_bytes / packed_bytes) + "x", growth)  # fmt: skip
+        kept[layout] = scorers["packed"].kept_kv_bytes
+    result.info["kv_bytes_per_image"] = {**measured, "kept_catalogue_bytes": kept["compact"]}
+    model = scorers["packed"].model
+    title = (
+        f"KV cache one image's scoring holds at once, {model.dtype}, measured from the cache tensors; "
+        f"rows = a prefix copy per policy, packed = the prefix once; the compact catalogue's KV is kept "
+        f"once per pack besides ({fmt(kept['compact'] / 1024)} KiB)"
+    )
+    return title, table

@@ -74,7 +74,11 @@ def test_ratios_come_from_figures_of_the_same_run_and_targets_are_reported_not_a
         for target in section["targets"]:
             assert isinstance(target["met"], bool) and target["value"] > 0, (number, target)
     # The section 1 comparison the targets are about is there (without targets in quick mode).
-    assert "full/1img/4pol/plain_over_shared_prefix" in report["sections"]["1"]["ratios"]
+    layouts = report["sections"]["1"]["ratios"]
+    assert "1img/4pol/full/plain_over_shared_prefix" in layouts
+    assert {"1img/4pol/full_plain_over_compact", "glm-layer/4pol/full_shared_prefix_over_compact"} <= set(
+        layouts
+    )
     assert report["sections"]["2"]["targets"] and report["sections"]["3"]["targets"]
 
 
