@@ -157,7 +157,7 @@ class StrategyChoice:
                 return None
             # The probe must not fill the caches.
             cache, self._feature_cache = self._feature_cache, None
-            heads, self._heads = self._heads, HeadKV()
+            heads, self._heads = self._heads, HeadKV(quiet=True)
             try:
                 tried, _ = self._answer_logits_per_pair(pairs, requests, strategy, injection)
             except Exception as exc:  # any failure means: do not use this strategy

@@ -102,7 +102,9 @@ class HFScorer(StrategyChoice):
             processor.image_processor.to_json_string().encode()
         ).hexdigest()[:16]
         self._render = functools.lru_cache(maxsize=4096)(self._render_uncached)
-        self._heads = HeadKV()  # the KV of long prompt heads (a compact pack's catalogue), kept across calls
+        self._heads = HeadKV(
+            token_budget=token_budget
+        )  # the KV of long prompt heads (a compact pack's catalogue), kept across calls
         self._layout = "rows"  # the probes of the strategies run on the layout that always works
         self._injection, self._strategy = self._choose_strategy(strategy)
         self._layout = self._choose_layout(suffix_layout)

@@ -38,12 +38,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import structlog
 import torch
 from transformers import Cache, PreTrainedModel
 from transformers.processing_utils import ProcessorMixin
 
 from moderation_worker.model.features import ImageFeatures, Injection, feature_inputs, pad_left, to_device
 from moderation_worker.model.kv_cache import cache_argument, cache_rows, returned_cache
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,9 +88,11 @@ class HeadKV:
     scorer that owns it.
     """
 
-    def __init__(self, max_entries: int = 4) -> None:
+    def __init__(self, max_entries: int = 4, *, token_budget: int | None = None, quiet: bool = False) -> None:
         self._entries: OrderedDict[tuple[int, ...], Cache] = OrderedDict()
         self._max_entries = max_entries
+        self._token_budget = token_budget
+        self._quiet = quiet  # the start-up probe's heads are not worth a log line
         self.computed = 0  # heads run through the model (a hit computes nothing)
 
     def get(self, head: tuple[int, ...], compute: Callable[[], Cache]) -> Cache:
@@ -96,10 +101,24 @@ class HeadKV:
             cache = compute()
             self.computed += 1
             self._entries[head] = cache
+            if not self._quiet:
+                self._announce(head, cache)
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
         self._entries.move_to_end(head)
         return cache
+
+    def _announce(self, head: tuple[int, ...], cache: Cache) -> None:
+        """Once per pack and model: what the head costs, and a token budget too small to batch with it."""
+        kv_bytes = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
+        log.info("prompt_head_kept", tokens=len(head), kv_bytes=kv_bytes)
+        if self._token_budget is not None and len(head) * 2 > self._token_budget:
+            log.warning(
+                "prompt_head_fills_token_budget",
+                tokens=len(head),
+                token_budget=self._token_budget,
+                hint="each image then runs in a pass of its own; raise MODERATION_SCORE_TOKEN_BUDGET",
+            )
 
     @property
     def nbytes(self) -> int:

@@ -328,6 +328,30 @@ def test_a_compact_packs_catalogue_runs_once_and_every_image_computes_only_what_
     assert scorer._heads.computed == 1
 
 
+def test_a_catalogue_is_announced_once_and_a_budget_it_fills_is_a_warning_not_a_failure(
+    tiny_model_dir, noise_image
+):
+    # Given a token budget a 16-policy catalogue fills (each image then needs a pass of its own)
+    with capture_logs() as logs:
+        tight = _load(tiny_model_dir, strategy="shared_prefix", token_budget=2048)
+        requests = [
+            _compact_request(noise_image(112, 84), "a", 16),
+            _compact_request(noise_image(56, 98), "b", 16),
+        ]
+        got = tight.score(requests)
+        tight.score(requests)
+
+    # I expect one line saying what the catalogue costs (none for the start-up probe's head), one
+    # warning naming the budget, and the scores of the plain path all the same
+    [kept] = [entry for entry in logs if entry["event"] == "prompt_head_kept"]
+    assert kept["tokens"] > 1024 and kept["kv_bytes"] == tight.kept_kv_bytes > 0
+    [warning] = [entry for entry in logs if entry["event"] == "prompt_head_fills_token_budget"]
+    assert warning["log_level"] == "warning" and warning["token_budget"] == 2048
+    expected = _load(tiny_model_dir, strategy="plain").score(requests)
+    for scores, plain in zip(got, expected, strict=True):
+        _assert_scores_close(scores.yes_probabilities, plain.yes_probabilities)
+
+
 def test_auto_takes_packed_suffixes_where_they_pass_the_probe_and_rows_can_be_required(tiny_model_dir):
     # On a GPU auto also times both layouts on a probe; section 1 measured packed faster on a CPU.
     assert _load(tiny_model_dir, strategy="shared_prefix").suffix_layout == "packed"

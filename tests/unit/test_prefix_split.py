@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
-from moderation_worker.model.prefix import group_by_budget, split_prompts
+from moderation_worker.model.prefix import (
+    MIN_CACHED_HEAD_TOKENS,
+    HeadKV,
+    cacheable_head,
+    group_by_budget,
+    split_prompts,
+)
 
 IMAGE = 99
 
@@ -65,3 +73,29 @@ def test_groups_respect_the_row_cap_and_the_per_row_extra():
 
 def test_a_row_longer_than_the_budget_still_gets_a_group_of_its_own():
     assert group_by_budget([500, 10], token_budget=100, max_rows=10) == [[1], [0]]
+
+
+def test_only_a_long_run_of_tokens_before_the_image_is_a_head_worth_keeping():
+    catalogue = list(range(1, MIN_CACHED_HEAD_TOKENS + 1))
+    assert cacheable_head([*catalogue, IMAGE, IMAGE, 5], IMAGE) == tuple(catalogue)
+    # a chat template's few opening tokens are computed with each prefix
+    assert cacheable_head([*catalogue[:-1], IMAGE, IMAGE, 5], IMAGE) == ()
+    assert cacheable_head([1, 2, 3], IMAGE) == ()  # no image: nothing to keep before it
+
+
+def test_kept_heads_are_computed_once_each_and_bounded_least_recently_used_first():
+    heads = HeadKV(max_entries=2)
+    computed: list[tuple[int, ...]] = []
+
+    def compute(head):
+        # A cache with no layers stands in for the KV (its bytes are logged when it is computed).
+        return lambda: computed.append(head) or SimpleNamespace(head=head, layers=[])
+
+    assert heads.get((1,), compute((1,))).head == (1,)
+    assert heads.get((1,), compute((1,))).head == (1,)  # a hit computes nothing
+    heads.get((2,), compute((2,)))
+    heads.get((1,), compute((1,)))  # (1,) is now the most recently used
+    heads.get((3,), compute((3,)))  # over the bound: (2,) goes
+    heads.get((1,), compute((1,)))
+    heads.get((2,), compute((2,)))
+    assert computed == [(1,), (2,), (3,), (2,)] and heads.computed == 4
