@@ -15,14 +15,12 @@ from benchmarks.fixtures import (
     Context,
     default_pack,
     load_scorer,
-    publish_requests,
-    run_worker,
     scorer_options,
-    worker_settings,
 )
 from benchmarks.report import SectionResult, Table, fmt
 from benchmarks.timing import Figure, interleaved, progress, ratio
 from benchmarks.worker_overhead import UPLOAD_SIZE
+from benchmarks.worker_runs import publish_requests, run_worker, worker_settings
 from moderation_worker.app import image_limits
 from moderation_worker.images import decode_image
 from moderation_worker.model.base import ScoringRequest

@@ -13,9 +13,10 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from benchmarks.fixtures import Context, publish_requests, run_worker, worker_settings
+from benchmarks.fixtures import Context
 from benchmarks.report import SectionResult, Table, fmt
 from benchmarks.timing import Figure, interleaved, progress, ratio
+from benchmarks.worker_runs import publish_requests, run_worker, worker_settings
 from moderation_worker.config import Settings
 from moderation_worker.fetch import make_s3_client
 from moderation_worker.images import decode_image
