@@ -50,6 +50,7 @@ from moderation_worker.model.prefix import (
     group_by_budget,
     split_prompts,
 )
+from moderation_worker.model.prompts import PromptTokens, render_prompt
 
 __all__ = ["Glm4vImageOnlyProcessor", "HFScorer", "ImageFeatures", "Strategy"]
 
@@ -102,6 +103,7 @@ class HFScorer(StrategyChoice):
             processor.image_processor.to_json_string().encode()
         ).hexdigest()[:16]
         self._render = functools.lru_cache(maxsize=4096)(self._render_uncached)
+        self._prompt_tokens = PromptTokens(processor)
         self._heads = HeadKV(
             token_budget=token_budget
         )  # the KV of long prompt heads (a compact pack's catalogue), kept across calls
@@ -263,22 +265,12 @@ class HFScorer(StrategyChoice):
     # --- prompts -------------------------------------------------------------------------------------------
 
     def _render_uncached(self, prompt: str, preamble: str = "") -> str:
-        before = [{"type": "text", "text": preamble}] if preamble else []
-        content = [*before, {"type": "image"}, {"type": "text", "text": prompt}]
-        messages = [{"role": "user", "content": content}]
-        # enable_thinking=False: GLM-4.6V-Flash otherwise opens its answer with <think>, not Yes/No.
-        # Templates without the switch ignore it.
-        return self._processor.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-        )
+        return render_prompt(self._processor, prompt, preamble)
 
     def _token_rows(self, pairs: list[_Pair], features: Sequence[ImageFeatures | None]) -> list[list[int]]:
         """Each pair's full prompt as token ids, its image token expanded for its image."""
-        texts = [
-            pair.text.replace(self._processor.image_token, features[pair.request_index].placeholder, 1)
-            for pair in pairs
-        ]
-        return self._tokenizer(texts)["input_ids"] if texts else []
+        placeholders = [features[pair.request_index].placeholder for pair in pairs]
+        return self._prompt_tokens.rows([pair.text for pair in pairs], placeholders)
 
     # --- shared prefix -------------------------------------------------------------------------------------
 
