@@ -314,10 +314,9 @@ def _batch_flops(scorer, processor, images, prompts, language_params, vision_par
     """FLOPs of scoring ``images`` x ``prompts`` once, counted as described in the module docstring."""
     from benchmarks.prompt_shapes import token_counts
 
-    render = _renderer(processor)
     tokens_per_image, patches_per_image, total = [], [], 0
     for image in images:
-        counts = token_counts(processor, render, image, prompts)
+        counts = token_counts(processor, image, prompts)
         if scorer.strategy == "shared_prefix":
             tokens = counts["prefix_tokens"] + counts["suffix_tokens_mean"] * len(prompts)
         else:
@@ -332,16 +331,3 @@ def _batch_flops(scorer, processor, images, prompts, language_params, vision_par
         "tokens_per_image": sum(tokens_per_image) / len(images),
         "patches_per_image": sum(patches_per_image) / len(images),
     }
-
-
-def _renderer(processor):
-    def render(prompt: str, preamble: str = "") -> str:
-        before = [{"type": "text", "text": preamble}] if preamble else []
-        messages = [
-            {"role": "user", "content": [*before, {"type": "image"}, {"type": "text", "text": prompt}]}
-        ]
-        return processor.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-        )
-
-    return render

@@ -27,6 +27,7 @@ from benchmarks.prompt_shapes import held_kv_bytes, token_bound, token_counts
 from benchmarks.report import SectionResult, Table, fmt
 from benchmarks.timing import interleaved, progress, ratio
 from moderation_worker.model.base import ImageScores, ScoringRequest
+from moderation_worker.model.prompts import render_prompt
 
 STRATEGIES = ("shared_prefix", "reused_features", "plain", "naive")
 NAIVE_NEW_TOKENS = 3
@@ -43,15 +44,6 @@ class NaiveGenerate:
         self._max_new_tokens = max_new_tokens
         self.answers: dict[str, int] = {"yes": 0, "no": 0, "unparsed": 0}
 
-    def render(self, prompt: str, preamble: str = "") -> str:
-        before = [{"type": "text", "text": preamble}] if preamble else []
-        messages = [
-            {"role": "user", "content": [*before, {"type": "image"}, {"type": "text", "text": prompt}]}
-        ]
-        return self._processor.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
-        )
-
     def score(self, requests: Sequence[ScoringRequest]) -> list[ImageScores]:
         results = []
         tokenizer = self._processor.tokenizer
@@ -61,7 +53,7 @@ class NaiveGenerate:
                 for prompt in request.prompts:
                     inputs = self._processor(
                         images=[request.image],
-                        text=[self.render(prompt, request.preamble)],
+                        text=[render_prompt(self._processor, prompt, request.preamble)],
                         return_tensors="pt",
                     )
                     output = self._model.generate(
@@ -107,12 +99,10 @@ def _packs() -> dict[str, object]:
     return {"full": pack, "compact": in_layout(pack, "compact")}
 
 
-def _tokens(processor, render, image, packs: dict, counts: Sequence[int]) -> dict[str, list[dict]]:
+def _tokens(processor, image, packs: dict, counts: Sequence[int]) -> dict[str, list[dict]]:
     return {
         layout: [
-            token_counts(
-                processor, render, image, [pack.prompt(p) for p in pack.policies[:n]], pack.preamble()
-            )
+            token_counts(processor, image, [pack.prompt(p) for p in pack.policies[:n]], pack.preamble())
             for n in counts
         ]
         for layout, pack in packs.items()
@@ -151,7 +141,7 @@ def run(ctx: Context) -> SectionResult:
     counts = (1, 4) if ctx.quick else (1, 4, 8, 16)
     batches = (1, 2) if ctx.quick else (1, 4)
     images = photos.variants(max(batches), (shape.image_px, shape.image_px), seed=1)
-    tokens = _tokens(plain.processor, naive.render, images[0], packs, counts)
+    tokens = _tokens(plain.processor, images[0], packs, counts)
     result.info = {
         "model": shape.describe(),
         "scorer_options": scorer_options(),
@@ -279,8 +269,7 @@ def _glm_layer_rows(ctx: Context, result: SectionResult) -> None:
     counts = (4,) if ctx.quick else (8, 16)
     repeats = min(ctx.repeats, 3)  # one full pass per policy takes seconds here
     image = photos.variants(1, (shape.image_px, shape.image_px), seed=1)[0]
-    render = NaiveGenerate(scorers["plain"].model, scorers["plain"].processor).render
-    tokens = _tokens(scorers["plain"].processor, render, image, packs, counts)
+    tokens = _tokens(scorers["plain"].processor, image, packs, counts)
     result.info["glm_layer"] = {"model": shape.describe(), "repeats": repeats, "tokens": tokens}
     table = Table(
         ["policies", "full plain ms", "full shared ms", "full packed ms", "compact rows ms",

@@ -6,32 +6,30 @@ bytes are measured from the cache tensors the scorer's passes really hold, not c
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from statistics import mean
 
 from moderation_worker.model.base import ScoringRequest
-from moderation_worker.model.kv_cache import returned_cache
-from moderation_worker.model.prefix import cacheable_head
+from moderation_worker.model.kv_cache import cache_nbytes, returned_cache
+from moderation_worker.model.prefix import cacheable_head, split_prompts
+from moderation_worker.model.prompts import render_prompt
 
-Render = Callable[[str, str], str]  # (prompt, preamble) -> the chat-template text
 
-
-def token_counts(
-    processor, render: Render, image, prompts: list[str], preamble: str = ""
-) -> dict[str, object]:
+def token_counts(processor, image, prompts: list[str], preamble: str = "") -> dict[str, object]:
     """Tokens of each full prompt for this image, the prefix all share (split as the scorer splits it),
     and the head before the image the scorer keeps (a compact pack's catalogue)."""
     rows = [
-        processor(images=[image], text=[render(p, preamble)], return_tensors="pt")["input_ids"][0].tolist()
+        processor(images=[image], text=[render_prompt(processor, p, preamble)], return_tensors="pt")[
+            "input_ids"
+        ][0].tolist()
         for p in prompts
     ]
-    shortest = min(len(r) for r in rows)
-    prefix = 0
-    while prefix < shortest - 1 and all(r[prefix] == rows[0][prefix] for r in rows):
-        prefix += 1
     image_token_id = processor.tokenizer.convert_tokens_to_ids(processor.image_token)
-    head = len(cacheable_head(rows[0][:prefix], image_token_id))
-    suffixes = [len(r) - prefix for r in rows]
+    split = split_prompts(rows, image_token_id)
+    if split is None:
+        raise ValueError("these prompts differ before the image: no prefix to share")
+    prefix = len(split.prefix)
+    head = len(cacheable_head(split.prefix, image_token_id))
+    suffixes = [len(s) for s in split.suffixes]
     full_tokens = sum(len(r) for r in rows)
     return {
         "policies": len(prompts),
@@ -59,10 +57,6 @@ def token_bound(numerator: dict, denominator: dict, *, numerator_in_full: bool) 
     return top / denominator["computed_tokens"]
 
 
-def cache_bytes(cache) -> int:
-    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
-
-
 def held_kv_bytes(scorer, request: ScoringRequest) -> int:
     """The most KV one ``score([request])`` holds at once, from the caches its passes return.
 
@@ -75,7 +69,7 @@ def held_kv_bytes(scorer, request: ScoringRequest) -> int:
 
     def record(_module, _args, _kwargs, output) -> None:
         cache = returned_cache(output)
-        passes.append((id(cache), cache_bytes(cache)))
+        passes.append((id(cache), cache_nbytes(cache)))
 
     handle = scorer.model.model.language_model.register_forward_hook(record, with_kwargs=True)
     try:

@@ -78,3 +78,8 @@ def cache_rows(cache: Cache, rows: torch.Tensor, *, config: PretrainedConfig) ->
         layer.lazy_initialization(keys, values)
         layer.keys, layer.values = keys, values
     return selected
+
+
+def cache_nbytes(cache: Cache) -> int:
+    """Bytes of the keys and values a cache holds, over all its layers."""
+    return sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)

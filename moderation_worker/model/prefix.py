@@ -44,7 +44,7 @@ from transformers import Cache, PreTrainedModel
 from transformers.processing_utils import ProcessorMixin
 
 from moderation_worker.model.features import ImageFeatures, Injection, feature_inputs, pad_left, to_device
-from moderation_worker.model.kv_cache import cache_argument, cache_rows, returned_cache
+from moderation_worker.model.kv_cache import cache_argument, cache_nbytes, cache_rows, returned_cache
 
 log = structlog.get_logger(__name__)
 
@@ -110,8 +110,7 @@ class HeadKV:
 
     def _announce(self, head: tuple[int, ...], cache: Cache) -> None:
         """Once per pack and model: what the head costs, and a token budget too small to batch with it."""
-        kv_bytes = sum(layer.keys.nbytes + layer.values.nbytes for layer in cache.layers)
-        log.info("prompt_head_kept", tokens=len(head), kv_bytes=kv_bytes)
+        log.info("prompt_head_kept", tokens=len(head), kv_bytes=cache_nbytes(cache))
         if self._token_budget is not None and len(head) * 2 > self._token_budget:
             log.warning(
                 "prompt_head_fills_token_budget",
@@ -122,11 +121,7 @@ class HeadKV:
 
     @property
     def nbytes(self) -> int:
-        return sum(
-            layer.keys.nbytes + layer.values.nbytes
-            for cache in self._entries.values()
-            for layer in cache.layers
-        )
+        return sum(cache_nbytes(cache) for cache in self._entries.values())
 
 
 def split_prompts(token_rows: Sequence[Sequence[int]], image_token_id: int) -> PromptSplit | None:
